@@ -1,0 +1,155 @@
+"""Run the notebook series headless with papermill.
+
+    python -m lib.run --profile cpu --dataset six_emotions [--only 00,01] [--html]
+
+Executed copies go to reports/<profile>/<dataset>/; result rows to results/; figures to
+figures/. Stops at the first failing notebook and names the failing cell.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from lib import config
+
+NOTEBOOKS_DIR = config.ROOT / "notebooks"
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    """The series' notebooks in order, optionally only those whose number prefix is listed."""
+    found = sorted(p for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {o.strip().zfill(2) for o in only if o.strip()}
+        unknown = wanted - {p.name[:2] for p in found}
+        if unknown:
+            raise SystemExit(f"--only names no notebook: {sorted(unknown)}; have "
+                             f"{[p.name for p in found]}")
+        found = [p for p in found if p.name[:2] in wanted]
+    return found
+
+
+def parameters_for(nb: Path, profile: config.Profile, dataset: str) -> dict:
+    """The profile's parameters that this notebook declares in its `parameters` cell."""
+    import papermill as pm
+
+    declared = set(pm.inspect_notebook(str(nb)))
+    params = {**profile.as_params(), "DATASET": dataset}
+    return {k: v for k, v in params.items() if k in declared}
+
+
+def _prepare_env() -> None:
+    """Kernels inherit this process's env: absolute data root, and this Python first on PATH."""
+    os.environ["FER_DATA_ROOT"] = str(config.paths().data_root)
+    bindir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+
+
+def _failure_message(nb: Path, out: Path, err: Exception) -> str:
+    cell = getattr(err, "cell_index", None)
+    ename = getattr(err, "ename", type(err).__name__)
+    evalue = getattr(err, "evalue", str(err))
+    where = f"cell {cell}" if cell is not None else "unknown cell"
+    return (f"\nFAILED: {nb.name}, {where}: {ename}: {evalue}\n"
+            f"partial output with the traceback: {out}\n")
+
+
+def run_notebook(nb: Path, profile: config.Profile, dataset: str, html: bool = False) -> float:
+    """Execute one notebook; return its wall time in seconds. Raises on failure."""
+    import papermill as pm
+
+    from lib import results
+
+    out_dir = config.paths().reports / profile.name / dataset
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / nb.name
+    params = parameters_for(nb, profile, dataset)
+    t0 = time.perf_counter()
+    pm.execute_notebook(
+        str(nb), str(out), parameters=params, kernel_name="python3", log_output=True,
+        progress_bar=False, cwd=str(config.ROOT), request_save_on_cell_execute=True,
+    )
+    seconds = time.perf_counter() - t0
+    results.timing(nb.stem, profile.name, dataset, seconds)
+    if html:
+        export_html(out)
+    return seconds
+
+
+def export_html(executed: Path) -> Path:
+    """HTML copy of an executed notebook, beside it."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    target = executed.with_suffix(".html")
+    tmp = target.with_suffix(".html.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+def summary(profile: str, dataset: str, stems: list[str]) -> pd.DataFrame:
+    """Result rows these notebooks produced, condensed to one line per experiment and model."""
+    from lib import results
+
+    rows = results.load(profile=profile, dataset=dataset)
+    if rows.empty:
+        return rows
+    rows = rows[rows["notebook"].isin(stems) & (rows["split"] == "test")]
+    if rows.empty:
+        return rows
+    keys = ["notebook", "experiment", "variant", "model"]
+    g = rows.groupby(keys, dropna=False)
+    return g.agg(seeds=("seed", "nunique"), macro_f1=("macro_f1", "mean"),
+                 macro_f1_std=("macro_f1", "std"), accuracy=("accuracy", "mean")).reset_index()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--profile", choices=sorted(config.PROFILES), default=None,
+                    help="default: gpu when CUDA is present, else cpu")
+    ap.add_argument("--dataset", nargs="+", default=["six_emotions"])
+    ap.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
+    ap.add_argument("--html", action="store_true", help="also export HTML next to each report")
+    args = ap.parse_args(argv)
+
+    profile = config.get_profile(args.profile)
+    _prepare_env()
+    nbs = notebooks(args.only.split(",") if args.only else None)
+    if not nbs:
+        raise SystemExit(f"no notebooks found in {NOTEBOOKS_DIR}")
+    timings = []
+    for dataset in args.dataset:
+        t_all = time.perf_counter()
+        for i, nb in enumerate(nbs, 1):
+            print(f"[{dataset} {i}/{len(nbs)}] {nb.name} (profile {profile.name}) ...", flush=True)
+            try:
+                sec = run_notebook(nb, profile, dataset, html=args.html)
+            except Exception as err:  # papermill raises its own error type with cell info
+                out = config.paths().reports / profile.name / dataset / nb.name
+                print(_failure_message(nb, out, err), file=sys.stderr, flush=True)
+                return 1
+            print(f"[{dataset} {i}/{len(nbs)}] {nb.name} done in {sec:.1f} s", flush=True)
+            timings.append((dataset, nb.stem, sec))
+        total = time.perf_counter() - t_all
+        timings.append((dataset, "series", total))
+        table = summary(profile.name, dataset, [nb.stem for nb in nbs])
+        print(f"\n== {dataset}: {len(nbs)} notebook(s) in {total / 60:.1f} min ==")
+        if not table.empty:
+            with pd.option_context("display.width", 160, "display.max_rows", 200):
+                print(table.round(4).to_string(index=False))
+    print("\nwall times (s):")
+    print(pd.DataFrame(timings, columns=["dataset", "notebook", "seconds"]).round(1)
+          .to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
