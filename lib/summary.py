@@ -1,0 +1,90 @@
+"""Leaderboards across notebooks, and the README results table generated from result rows.
+
+    python -m lib.summary [--profile cpu]     # rewrites the block between the README markers
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+import pandas as pd
+
+from lib import config, results
+
+METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def leaderboard(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """One line per (dataset, notebook, experiment, variant, model): mean, std over seeds, n,
+    and the mean of the per-seed bootstrap bounds, best macro-F1 first within each dataset."""
+    rows = rows[(rows["split"] == split) & rows["macro_f1"].notna()]
+    if rows.empty:
+        return pd.DataFrame()
+    keys = ["dataset", "notebook", "experiment", "variant", "model"]
+    rows = rows.assign(**{k: rows[k].fillna("-") for k in keys})
+    agg = {f"{m}_{s}": (m, s) for m in METRICS for s in ("mean", "std")}
+    agg.update(seeds=("seed", "nunique"), f1_lo=("f1_lo", "mean"), f1_hi=("f1_hi", "mean"))
+    board = rows.groupby(keys).agg(**agg).reset_index()
+    return board.sort_values(["dataset", "macro_f1_mean"], ascending=[True, False])
+
+
+def best_per_dataset(board: pd.DataFrame, exclude=("chance", "label_shuffle")) -> pd.DataFrame:
+    """The top line of each dataset's leaderboard, controls excluded."""
+    keep = board[~board["experiment"].isin(exclude)]
+    return keep.groupby("dataset", as_index=False).head(1)
+
+
+def fmt(mean: float, std: float, n: int) -> str:
+    """'0.512 ± 0.013 (3 seeds)' or '0.512' for a single run."""
+    if np.isnan(mean):
+        return "–"
+    return f"{mean:.3f} ± {std:.3f} ({n} seeds)" if n > 1 and not np.isnan(std) else f"{mean:.3f}"
+
+
+def readme_table(profile: str = "cpu") -> str:
+    """Markdown table: best measured model per dataset beside the seed studies' reports."""
+    rows = results.load(profile=profile)
+    if rows.empty:
+        return f"_No result rows for profile `{profile}` yet: run `make report`._"
+    best = best_per_dataset(leaderboard(rows))
+    ref = results.seed_reference()
+    lines = ["| dataset | best model (notebook, variant) | test macro-F1 | balanced acc. | accuracy "
+             "| seed study reports (macro-F1 / acc.) |", "|---|---|---|---|---|---|"]
+    for _, b in best.iterrows():
+        r = ref[ref["dataset"] == b["dataset"]]
+        theirs = "; ".join(
+            f"{x.study} {x.model}: {x.macro_f1:.3f} / {x.accuracy:.3f}".replace("nan", "–")
+            for x in r.itertuples()) if len(r) else "–"
+        n = int(b["seeds"])
+        lines.append(
+            f"| {b['dataset']} | {b['model']} ({b['notebook']}, {b['variant']}) | "
+            f"{fmt(b['macro_f1_mean'], b['macro_f1_std'], n)} | "
+            f"{fmt(b['balanced_accuracy_mean'], b['balanced_accuracy_std'], n)} | "
+            f"{fmt(b['accuracy_mean'], b['accuracy_std'], n)} | {theirs} |")
+    return "\n".join(lines)
+
+
+def update_readme(profile: str = "cpu") -> bool:
+    """Rewrite the README block between the markers; True when the README changed."""
+    path = config.ROOT / "README.md"
+    text = path.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise ValueError(f"README has no {START} ... {END} block")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{readme_table(profile)}\n{END}{tail}"
+    if new == text:
+        return False
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    os.replace(tmp, path)
+    return True
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--profile", default="cpu")
+    a = ap.parse_args()
+    print("README updated" if update_readme(a.profile) else "README unchanged")
