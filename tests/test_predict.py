@@ -1,0 +1,78 @@
+"""lib.predict end to end: generated images, a tiny saved checkpoint, the CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from lib import imageio, models, predict
+
+torch.set_num_threads(1)
+CLASSES = ["anger", "happiness", "sadness"]
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "imgs"
+    (folder / "nested").mkdir(parents=True)
+    for i in range(4):
+        arr = rng.integers(0, 256, (40 + 8 * i, 36, 3), dtype=np.uint8)  # non-square
+        sub = folder / "nested" if i == 3 else folder
+        Image.fromarray(arr).save(sub / f"img{i}.png")
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    (folder / "notes.txt").write_text("ignored: not an image extension")
+    torch.manual_seed(0)
+    model = models.create("small_cnn", len(CLASSES), in_chans=1, img_size=32)
+    ckpt = models.save_checkpoint(tmp_path / "ckpt.pt", model, CLASSES, img_size=24, channels=1)
+    return folder, ckpt, model.eval()
+
+
+def test_predict_folder_matches_training_preprocessing(setup):
+    folder, ckpt, model = setup
+    df = predict.predict(folder, ckpt, progress=False)
+    assert len(df) == 5  # 4 images + 1 broken, the .txt is not an image
+    assert list(df.columns) == ["path", "pred", "confidence", *CLASSES, "error"]
+    ok = df[df.error == ""]
+    bad = df[df.error != ""]
+    assert len(ok) == 4 and bad.path.str.endswith("broken.jpg").all()
+    assert bad[CLASSES].isna().all().all() and bad.pred.isna().all()
+    probs = ok[CLASSES].to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert set(ok.pred) <= set(CLASSES)
+    assert np.allclose(ok.confidence, probs.max(1))
+    # reference pipeline: the training decoder at the checkpoint's size, then preprocess
+    for _, r in ok.iterrows():
+        arr, _, err = imageio.decode(r.path, 24, 1)
+        assert err == ""
+        x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            p = torch.softmax(model(models.preprocess(x, model.fer_cfg, "cpu")), 1)[0]
+        assert np.allclose(p.numpy(), r[CLASSES].to_numpy(dtype=float), atol=1e-5)
+
+
+def test_predict_tensor_and_file_list_inputs(setup):
+    folder, ckpt, model = setup
+    files = sorted(str(p) for p in folder.glob("img*.png"))
+    by_list = predict.predict(files, ckpt, progress=False)
+    assert len(by_list) == 3 and (by_list.error == "").all()
+    x = torch.randint(0, 256, (5, 1, 24, 24), dtype=torch.uint8)
+    by_tensor = predict.predict(x, ckpt)
+    assert len(by_tensor) == 5 and by_tensor.path.tolist()[0] == "#0"
+    with pytest.raises(TypeError):
+        predict.predict(x.float(), ckpt)
+    with pytest.raises(FileNotFoundError):
+        predict.predict([str(folder / "missing.png")], ckpt)
+
+
+def test_cli_writes_csv(setup, tmp_path, capsys):
+    folder, ckpt, _ = setup
+    out = tmp_path / "out" / "pred.csv"
+    assert predict.main([str(folder), "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    df = pd.read_csv(out, keep_default_na=False)
+    assert len(df) == 5 and set(CLASSES) <= set(df.columns)
+    assert "1 skipped" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError):
+        predict.main([str(tmp_path / "empty_nowhere"), "--checkpoint", str(ckpt)])
