@@ -333,12 +333,57 @@ def _flag_rows(m: pd.DataFrame, layout: str) -> pd.DataFrame:
     return m
 
 
+# --- what a notebook needs in one call -----------------------------------------------------
+
+@dataclass
+class Splits:
+    """Usable manifest rows per split of one dataset, with the class order fixed by train."""
+
+    dataset: str
+    frames: dict[str, pd.DataFrame]
+    classes: list[str]
+    manifest: pd.DataFrame  # the audited manifest with splits, every row kept
+
+    def __getitem__(self, split: str) -> pd.DataFrame:
+        return self.frames[split]
+
+    def tensors(self, size: int, channels: int, face_crop: bool = False,
+                splits: tuple[str, ...] = ("train", "val", "test")) -> list[ImageTensors]:
+        """Decoded (cached) uint8 tensors for the given splits, all with the same classes."""
+        return [ImageTensors(self.frames[s], size=size, channels=channels, face_crop=face_crop,
+                             classes=self.classes) for s in splits]
+
+
+def load_splits(name: str, max_per_class: int | None = None, seed: int = 0,
+                drop_leaks: bool = True) -> Splits:
+    """Manifest -> audit -> shared split (seed 0 file) -> usable rows -> optional subsample."""
+    m = assign_splits(audit(load_manifest(name)), seed=0)
+    use = usable(m, drop_leaks=drop_leaks)
+    use = subsample(use, max_per_class, seed=seed)
+    frames = {s: use[use["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    empty = [s for s, f in frames.items() if f.empty]
+    if empty:
+        raise ValueError(f"{name}: no usable rows in split(s) {empty}")
+    classes = labels.ordered(frames["train"]["label"].unique())
+    return Splits(str(m["dataset"].iloc[0]), frames, classes, m)
+
+
+def ensure(name: str) -> Path:
+    """The dataset's folder; downloads the ones that can be downloaded when missing."""
+    try:
+        return resolve(name)
+    except DatasetNotFound:
+        if name == "facial_expressions":
+            return download(name)
+        raise
+
+
 # --- command line ---------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.data", description=__doc__.split("\n")[0])
-    ap.add_argument("command", choices=["download", "audit", "splits", "list"])
-    ap.add_argument("name", nargs="?", help="dataset name or path")
+    ap.add_argument("command", choices=["download", "ensure", "audit", "splits", "list"])
+    ap.add_argument("name", nargs="*", help="dataset name(s) or path(s)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--url", help="download: another archive URL (e.g. a local mirror)")
     a = ap.parse_args(argv)
@@ -349,13 +394,16 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{n:20s} {resolve(n)}")
                 except DatasetNotFound:
                     print(f"{n:20s} missing: {info.how}")
-        elif a.command == "download":
-            download(a.name, a.url)
-        elif a.command == "audit":
-            print_audit(audit(load_manifest(a.name)))
-        elif a.command == "splits":
-            m = assign_splits(audit(load_manifest(a.name)), seed=a.seed)
-            print(m.groupby(["split", "label"]).size().unstack(fill_value=0))
+        for name in a.name:
+            if a.command == "download":
+                download(name, a.url)
+            elif a.command == "ensure":
+                print(f"{name}: {ensure(name)}")
+            elif a.command == "audit":
+                print_audit(audit(load_manifest(name)))
+            elif a.command == "splits":
+                m = assign_splits(audit(load_manifest(name)), seed=a.seed)
+                print(m.groupby(["split", "label"]).size().unstack(fill_value=0))
     except (DatasetNotFound, SplitFileMismatch, labels.UnknownLabelError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

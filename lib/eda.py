@@ -34,7 +34,8 @@ def naive_split(m: pd.DataFrame, seed: int = 0, fractions=(0.7, 0.15, 0.15)) -> 
     return rows
 
 
-def leakage_table(m: pd.DataFrame, seed: int = 0, keys=("group", "sha1")) -> pd.DataFrame:
+def leakage_table(m: pd.DataFrame, seed: int = 0,
+                  keys=("group", "sha1", "phash")) -> pd.DataFrame:
     """Leakage of ours vs a naive random split, for each key present in the manifest."""
     naive = naive_split(m, seed)
     out = []

@@ -1,0 +1,123 @@
+"""Micro-benchmarks for this machine.
+
+    python -m lib.bench train [--models small_cnn resnet18 mobilenet_v2] [--sizes 48 64 112]
+    python -m lib.bench data                     # lib.bench_data.run_data_bench()
+
+`train` times full training steps (uint8 batch -> preprocess -> forward -> backward ->
+AdamW step, as in lib.train.fit) at batch 64, 3 channels, untrained weights, with
+channels_last off and on. The two settings alternate within each (model, size) and the
+fastest step is kept: other processes on a shared machine only ever add time. The verdict
+(channels_last faster by the geometric mean over all cells) is what
+lib.train.CPU_CHANNELS_LAST records for CPUs.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import pandas as pd
+import torch
+
+MODELS = ("small_cnn", "resnet18", "mobilenet_v2")
+SIZES = (48, 64, 112)
+
+
+def _step_times(name: str, size: int, channels_last: bool, steps: int, warmup: int,
+                batch: int, model_cache: dict) -> list[float]:
+    """Seconds per training step for one (model, size, memory format)."""
+    from lib import models
+
+    key = (name, size)
+    if key not in model_cache:
+        torch.manual_seed(0)
+        model_cache[key] = models.create(name, 7, in_chans=3, pretrained=False, img_size=size)
+    model = model_cache[key].train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)  # fresh: its state follows the format
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (batch, 3, size, size), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 7, (batch,), generator=g)
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        xb = models.preprocess(x, model.fer_cfg, "cpu", channels_last=channels_last)
+        out = model(xb)
+        loss = torch.nn.functional.cross_entropy(out[0] if isinstance(out, tuple) else out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_train(model_names=MODELS, sizes=SIZES, batch: int = 64, steps: int = 1,
+                warmup: int = 1, rounds: int = 2, progress: bool = True) -> pd.DataFrame:
+    """Training images/s per (model, size, channels_last); settings alternate per round."""
+    from tqdm.auto import tqdm
+
+    cells = [(m, s) for m in model_names for s in sizes]
+    rows, cache = [], {}
+    for name, size in tqdm(cells, desc="bench train", disable=not progress):
+        per = {False: [], True: []}
+        for r in range(rounds):
+            for cl in ((False, True) if r % 2 == 0 else (True, False)):
+                per[cl] += _step_times(name, size, cl, steps, warmup if r == 0 else 0, batch, cache)
+        cache.pop((name, size))
+        for cl, ts in per.items():
+            best = min(ts)
+            rows.append(dict(model=name, size=size, channels_last=cl, step_s=best,
+                             median_step_s=statistics.median(ts), images_per_s=batch / best,
+                             n_steps=len(ts)))
+    return pd.DataFrame(rows)
+
+
+def verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """Per (model, size): images/s both ways and the speed-up of channels_last; overall the
+    geometric-mean speed-up."""
+    wide = df.pivot_table(index=["model", "size"], columns="channels_last", values="images_per_s")
+    wide.columns = ["off_img_s", "on_img_s"]
+    wide["speedup_on"] = wide["on_img_s"] / wide["off_img_s"]
+    wide["faster"] = wide["speedup_on"].map(lambda r: "on" if r > 1 else "off")
+    overall = math.exp(wide["speedup_on"].map(math.log).mean())
+    return wide.reset_index(), overall
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m lib.bench", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="training images/s, channels_last off vs on (CPU)")
+    t.add_argument("--models", nargs="+", default=list(MODELS))
+    t.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--steps", type=int, default=1, help="timed steps per setting and round")
+    t.add_argument("--rounds", type=int, default=2, help="off/on alternations (ABBA...)")
+    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    sub.add_parser("data", help="data loading benchmark (lib.bench_data)")
+    args = ap.parse_args(argv)
+    if args.cmd == "data":
+        from lib.bench_data import run_data_bench  # a colleague's module: import only when asked
+
+        run_data_bench()
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    df = bench_train(args.models, args.sizes, args.batch, args.steps, rounds=args.rounds)
+    wide, overall = verdict(df)
+    print(f"\ntraining throughput, batch {args.batch}, 3 channels, {torch.get_num_threads()} "
+          f"threads, fastest of {args.steps * args.rounds} steps per setting "
+          f"({time.perf_counter() - t0:.0f} s total)")
+    print(wide.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    for m, grp in wide.groupby("model", sort=False):
+        gm = math.exp(grp["speedup_on"].map(math.log).mean())
+        print(f"{m}: channels_last {'on' if gm > 1 else 'off'} (geo-mean speed-up {gm:.2f}x)")
+    print(f"overall: channels_last speed-up {overall:.2f}x -> CPU_CHANNELS_LAST = {overall > 1.05}"
+          " (on only if > 5 % faster)")
+
+
+if __name__ == "__main__":
+    main()
