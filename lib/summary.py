@@ -16,24 +16,35 @@ METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def leaderboard(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """One line per (dataset, notebook, experiment, variant, model): mean, std over seeds, n,
-    and the mean of the per-seed bootstrap bounds, best macro-F1 first within each dataset."""
-    rows = rows[(rows["split"] == split) & rows["macro_f1"].notna()]
+KEYS = ["dataset", "notebook", "experiment", "variant", "model"]
+CONTROLS = ("chance", "label_shuffle", "peer", "cross_dataset", "selected")
+
+
+def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per (dataset, notebook, experiment, variant, model): test mean, std over seeds
+    and mean per-seed bootstrap bounds, plus the validation macro-F1 mean used to select.
+    Sorted by validation macro-F1 (never by test) within each dataset."""
+    rows = rows[rows["macro_f1"].notna() & rows["split"].isin(["val", "test"])]
     if rows.empty:
         return pd.DataFrame()
-    keys = ["dataset", "notebook", "experiment", "variant", "model"]
-    rows = rows.assign(**{k: rows[k].fillna("-") for k in keys})
+    rows = rows.assign(**{k: rows[k].fillna("-").astype(str) for k in KEYS})
+    test = rows[rows["split"] == "test"]
     agg = {f"{m}_{s}": (m, s) for m in METRICS for s in ("mean", "std")}
     agg.update(seeds=("seed", "nunique"), f1_lo=("f1_lo", "mean"), f1_hi=("f1_hi", "mean"))
-    board = rows.groupby(keys).agg(**agg).reset_index()
-    return board.sort_values(["dataset", "macro_f1_mean"], ascending=[True, False])
+    board = test.groupby(KEYS).agg(**agg).reset_index()
+    val = (rows[rows["split"] == "val"].groupby(KEYS)["macro_f1"].mean()
+           .rename("val_macro_f1").reset_index())
+    board = board.merge(val, on=KEYS, how="left")
+    return board.sort_values(["dataset", "val_macro_f1"], ascending=[True, False],
+                             na_position="last").reset_index(drop=True)
 
 
-def best_per_dataset(board: pd.DataFrame, exclude=("chance", "label_shuffle")) -> pd.DataFrame:
-    """The top line of each dataset's leaderboard, controls excluded."""
-    keep = board[~board["experiment"].isin(exclude)]
-    return keep.groupby("dataset", as_index=False).head(1)
+def best_per_dataset(board: pd.DataFrame, exclude=CONTROLS) -> pd.DataFrame:
+    """Per dataset, the entry with the best VALIDATION macro-F1 (controls excluded); its test
+    numbers are what gets reported, so the choice never looks at test."""
+    keep = board[~board["experiment"].isin(exclude) & board["val_macro_f1"].notna()]
+    return keep.sort_values("val_macro_f1", ascending=False).groupby("dataset").head(1) \
+        .sort_values("dataset")
 
 
 def fmt(mean: float, std: float, n: int) -> str:
@@ -50,8 +61,10 @@ def readme_table(profile: str = "cpu") -> str:
         return f"_No result rows for profile `{profile}` yet: run `make report`._"
     best = best_per_dataset(leaderboard(rows))
     ref = results.seed_reference()
-    lines = ["| dataset | best model (notebook, variant) | test macro-F1 | balanced acc. | accuracy "
-             "| seed study reports (macro-F1 / acc.) |", "|---|---|---|---|---|---|"]
+    lines = ["| dataset | model chosen on validation (notebook, variant) | test macro-F1 | "
+             "balanced acc. | accuracy | `fer` peer macro-F1 | seed studies report (macro-F1 / acc.) |",
+             "|---|---|---|---|---|---|---|"]
+    peer = rows[(rows["experiment"] == "peer") & (rows["split"] == "test")]
     for _, b in best.iterrows():
         r = ref[ref["dataset"] == b["dataset"]]
         theirs = "; ".join(
@@ -62,8 +75,17 @@ def readme_table(profile: str = "cpu") -> str:
             f"| {b['dataset']} | {b['model']} ({b['notebook']}, {b['variant']}) | "
             f"{fmt(b['macro_f1_mean'], b['macro_f1_std'], n)} | "
             f"{fmt(b['balanced_accuracy_mean'], b['balanced_accuracy_std'], n)} | "
-            f"{fmt(b['accuracy_mean'], b['accuracy_std'], n)} | {theirs} |")
+            f"{fmt(b['accuracy_mean'], b['accuracy_std'], n)} | {_peer(peer, b['dataset'])} | "
+            f"{theirs} |")
     return "\n".join(lines)
+
+
+def _peer(peer: pd.DataFrame, dataset: str) -> str:
+    """The outside peer's test macro-F1 on this dataset (evaluated in 05 from any source)."""
+    col = "eval_dataset" if "eval_dataset" in peer else "dataset"
+    p = peer[peer[col].fillna(peer["dataset"]) == dataset] if col == "eval_dataset" else \
+        peer[peer["dataset"] == dataset]
+    return f"{p['macro_f1'].iloc[0]:.3f}" if len(p) else "–"
 
 
 def update_readme(profile: str = "cpu") -> bool:

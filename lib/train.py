@@ -237,12 +237,19 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _save_best(path: Path, model: nn.Module, classes, meta: dict) -> None:
-    """lib.models.save_checkpoint for registry models; a plain atomic dict otherwise."""
+def _save_best(path: Path, model: nn.Module, train_ds, meta: dict) -> None:
+    """lib.models.save_checkpoint for registry models; a plain atomic dict otherwise.
+
+    The decode settings of the training data (size, channels, face crop) go into the
+    checkpoint so that lib.predict prepares new images exactly as in training."""
     from lib import models
 
+    classes = getattr(train_ds, "classes", None)
     if classes is not None and "name" in getattr(model, "fer_cfg", {}):
-        models.save_checkpoint(path, model, list(classes), extra=meta)
+        models.save_checkpoint(path, model, list(classes), extra=meta,
+                               img_size=getattr(train_ds, "size", None),
+                               channels=getattr(train_ds, "channels", None),
+                               face_crop=bool(getattr(train_ds, "face_crop", False)))
     else:  # ad-hoc models (tests, notebooks' own nn.Modules) cannot be rebuilt by name
         _atomic_save({"state_dict": model.state_dict(), "classes": list(classes or []),
                       "fer_cfg": dict(getattr(model, "fer_cfg", {})), "extra": meta}, path)
@@ -337,7 +344,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
             if sam is not None:
                 sam.first_step()
                 opt.zero_grad(set_to_none=True)
-                pass  # MUT
+                forward_loss(xb, yb)[1].backward()
                 clip()
                 sam.second_step()
             else:
@@ -365,7 +372,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
             st.update(best=score, best_epoch=epoch + 1, bad=0,
                       best_state={n: v.detach().clone() for n, v in model.state_dict().items()})
             if cfg.checkpoint:
-                _save_best(Path(cfg.checkpoint), model, getattr(train_ds, "classes", None),
+                _save_best(Path(cfg.checkpoint), model, train_ds,
                            {"epoch": epoch + 1, "val_macro_f1": row["val_macro_f1"]})
         else:
             st["bad"] += 1
