@@ -40,6 +40,7 @@ data: setup
 
 report: data
 	$(PYTHON) -m lib.run --dataset $(DATASETS) $(if $(PROFILE),--profile $(PROFILE)) $(if $(ONLY),--only $(ONLY)) --html
+	$(PYTHON) -m lib.summary --profile $(or $(PROFILE),$(shell $(PYTHON) -c "from lib.config import default_profile as d; print(d())"))
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--html", action="store_true", help="also export HTML next to each report")
     args = ap.parse_args(argv)
 
+    from lib import results
+
     profile = config.get_profile(args.profile)
     _prepare_env()
     nbs = notebooks(args.only.split(",") if args.only else None)
@@ -140,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             timings.append((dataset, nb.stem, sec))
         total = time.perf_counter() - t_all
         timings.append((dataset, "series", total))
+        if not args.only:  # the whole series' wall time, only when every notebook ran
+            results.timing("series", profile.name, dataset, total)
         table = summary(profile.name, dataset, [nb.stem for nb in nbs])
         print(f"\n== {dataset}: {len(nbs)} notebook(s) in {total / 60:.1f} min ==")
         if not table.empty:
