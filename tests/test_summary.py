@@ -1,0 +1,39 @@
+"""Leaderboards select on validation, never on test; the README block is generated."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import summary
+
+
+def _rows():
+    out = []
+    # model A: better on val, worse on test; model B: the reverse
+    for seed in (0, 1, 2):
+        for model, val, test in (("A", 0.60, 0.50), ("B", 0.40, 0.70)):
+            for split, f1 in (("val", val), ("test", test)):
+                out.append(dict(dataset="d", notebook="02_x", experiment="e", variant="-",
+                                model=model, seed=seed, split=split, macro_f1=f1 + 0.01 * seed,
+                                accuracy=f1, balanced_accuracy=f1, f1_lo=f1 - .05, f1_hi=f1 + .05))
+    out.append(dict(dataset="d", notebook="00_eda", experiment="chance", variant="-", model="m",
+                    seed=0, split="test", macro_f1=0.9, accuracy=0.9, balanced_accuracy=0.9))
+    return pd.DataFrame(out)
+
+
+def test_best_is_chosen_on_validation_and_reported_on_test():
+    board = summary.leaderboard(_rows())
+    best = summary.best_per_dataset(board)
+    assert list(best["model"]) == ["A"]
+    assert best["macro_f1_mean"].iloc[0] == pytest.approx(0.51)
+    assert best["macro_f1_std"].iloc[0] == pytest.approx(0.01)
+    assert int(best["seeds"].iloc[0]) == 3
+
+
+def test_controls_never_win():
+    board = summary.leaderboard(_rows())
+    assert "chance" not in set(summary.best_per_dataset(board)["experiment"])
+
+
+def test_fmt():
+    assert summary.fmt(0.5, 0.01, 3) == "0.500 ± 0.010 (3 seeds)"
+    assert summary.fmt(0.5, np.nan, 1) == "0.500"
