@@ -57,7 +57,7 @@ def _step_times(name: str, size: int, channels_last: bool, steps: int, warmup: i
 def bench_train(model_names=MODELS, sizes=SIZES, batch: int = 64, steps: int = 1,
                 warmup: int = 1, rounds: int = 2, progress: bool = True) -> pd.DataFrame:
     """Training images/s per (model, size, channels_last); settings alternate per round."""
-    from tqdm.auto import tqdm
+    from lib.progress import tqdm
 
     cells = [(m, s) for m in model_names for s in sizes]
     rows, cache = [], {}

@@ -118,7 +118,7 @@ def download(name: str, url: str | None = None, min_images: int = 13_000) -> Pat
     if name != "facial_expressions":
         raise ValueError(f"{name!r} has no public download; get it this way: "
                          f"{DATASETS[name].how if name in DATASETS else 'unknown dataset'}")
-    from tqdm.auto import tqdm
+    from lib.progress import tqdm
 
     url = url or FACIAL_EXPRESSIONS_URL
     root = paths().data_root

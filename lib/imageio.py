@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
-from tqdm.auto import tqdm
+from lib.progress import tqdm
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif",
               ".tiff", ".pgm", ".ppm", ".pbm"}

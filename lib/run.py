@@ -48,6 +48,7 @@ def _prepare_env() -> None:
     bindir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ["FER_PLAIN_PROGRESS"] = "1"  # text bars in the log and the reports
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 from torch import Tensor
-from tqdm.auto import tqdm
+from lib.progress import tqdm
 
 from lib import augment as augmentation
 from lib import config, losses
