@@ -87,7 +87,7 @@ PROFILES: dict[str, Profile] = {
     ),
     # all the data, small inputs, ~1 h per dataset for the series on 2 cores, 3 seeds
     "cpu": Profile(
-        name="cpu", img_size=64, backbone_size=96, channels=1, seeds=(0, 1, 2), max_epochs=40,
+        name="cpu", img_size=64, backbone_size=96, channels=3, seeds=(0, 1, 2), max_epochs=40,
         train_images=60_000, patience=6, batch_size=64, max_per_class=None, pretrained=True,
         backbones=("resnet18", "mobilenet_v2"), few_shot_k=(1, 5, 10, 20), bootstrap=1000,
     ),

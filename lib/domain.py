@@ -75,19 +75,27 @@ def shared_classes(source: Sequence[str], target: Sequence[str]) -> list[str]:
     return labels.ordered(set(src) & set(tgt))
 
 
-def mapping_table(source_classes: Sequence[str], target_classes: Sequence[str],
-                  source: str = "source", target: str = "target",
-                  target_counts: Mapping[str, int] | None = None) -> pd.DataFrame:
-    """One row per class of either dataset: present in source / target, and what happens to it
-    (scored, excluded from the target, or never predicted), with target image counts."""
-    src, tgt = set(source_classes), set(target_classes)
+def class_counts(ds) -> dict[str, int]:
+    """Images per class of a dataset (classes with none included, as 0)."""
+    n = torch.bincount(torch.as_tensor(ds.labels).long(), minlength=len(ds.classes))
+    return dict(zip(ds.classes, n.tolist()))
+
+
+def mapping_table(source_classes: Sequence[str], targets: Mapping[str, Sequence[str]],
+                  counts: Mapping[str, Mapping[str, int]] | None = None,
+                  source: str = "source") -> pd.DataFrame:
+    """The label mapping, one row per class of any dataset: is it in the source, and per target
+    'scored (n)' (shared), 'excluded (n)' (target only: images left out) or 'logit dropped'
+    (source only), with n the target's images of that class when `counts` are given."""
+    src = set(source_classes)
+    every = set(src).union(*[set(c) for c in targets.values()])
     rows = []
-    for c in labels.ordered(src | tgt):
-        status = ("shared: scored" if c in src and c in tgt else
-                  "target only: images excluded" if c in tgt else "source only: logit dropped")
-        row = {"class": c, source: c in src, target: c in tgt, "status": status}
-        if target_counts is not None:
-            row[f"{target} images"] = int(target_counts.get(c, 0))
+    for c in labels.ordered(every):
+        row = {"class": c, source: "yes" if c in src else "-"}
+        for name, tc in targets.items():
+            n = f" ({(counts or {}).get(name, {}).get(c, 0)})" if counts is not None else ""
+            row[name] = (f"scored{n}" if c in src and c in tc else f"excluded{n}" if c in tc
+                         else "logit dropped")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -171,57 +179,122 @@ class CrossEval:
         return int(sum(self.excluded.values()))
 
 
-def score_probs(probs: np.ndarray, prob_classes: Sequence[str], ds, bootstrap: int = 0,
-                seed: int = 0, classes: Sequence[str] | None = None) -> CrossEval:
-    """Score probabilities over `prob_classes` (one row per image of ds) on the classes shared
-    with ds (and with `classes` when given): other classes' images excluded, other classes'
-    probabilities dropped."""
+def _scored(prob_classes: Sequence[str], ds, classes: Sequence[str] | None) -> Subset:
+    """The images of ds of the classes shared with `prob_classes` (and `classes`)."""
     shared = shared_classes(prob_classes, ds.classes)
     if classes is not None:
         shared = [c for c in shared if c in set(labels.canonicalize(classes))]
     if not shared:
         raise ValueError(f"no class in common between {list(prob_classes)} and {list(ds.classes)}")
-    sub = restrict(ds, shared)
+    return restrict(ds, shared)
+
+
+def _evaluate(sub: Subset, probs: np.ndarray, prob_classes, bootstrap: int, seed: int) -> CrossEval:
     if len(sub) == 0:
-        raise ValueError(f"no images of the shared classes {shared} in this dataset")
-    p = restrict_probs(np.asarray(probs)[sub.index], prob_classes, shared)
+        raise ValueError(f"no images of the shared classes {sub.classes} in this dataset")
+    p = restrict_probs(probs, prob_classes, sub.classes)
     y = sub.labels.numpy()
-    rep = metrics.evaluate(y, p, shared, bootstrap=bootstrap, seed=seed)
-    return CrossEval(shared, rep, p, y, sub.excluded)
+    rep = metrics.evaluate(y, p, sub.classes, bootstrap=bootstrap, seed=seed)
+    return CrossEval(sub.classes, rep, p, y, sub.excluded)
+
+
+def score_probs(probs: np.ndarray, prob_classes: Sequence[str], ds, bootstrap: int = 0,
+                seed: int = 0, classes: Sequence[str] | None = None) -> CrossEval:
+    """Score probabilities over `prob_classes` (one row per image of ds) on the classes shared
+    with ds (and with `classes` when given): other classes' images excluded, other classes'
+    probabilities dropped."""
+    sub = _scored(prob_classes, ds, classes)
+    return _evaluate(sub, np.asarray(probs)[sub.index], prob_classes, bootstrap, seed)
+
+
+def score_with(predict, prob_classes: Sequence[str], ds, bootstrap: int = 0, seed: int = 0,
+               classes: Sequence[str] | None = None) -> CrossEval:
+    """score_probs for a `predict(subset) -> (n, len(prob_classes))` function, called only on
+    the images that are scored."""
+    sub = _scored(prob_classes, ds, classes)
+    probs = predict(sub) if len(sub) else np.zeros((0, len(prob_classes)))
+    return _evaluate(sub, probs, prob_classes, bootstrap, seed)
 
 
 def evaluate_on(model: nn.Module, ds, source_classes: Sequence[str], bootstrap: int = 0,
-                seed: int = 0, tta: bool = False, classes: Sequence[str] | None = None) -> CrossEval:
+                seed: int = 0, tta: bool = False, classes: Sequence[str] | None = None
+                ) -> CrossEval:
     """Predict `ds` with a model trained on `source_classes`, score over the shared classes
     (and only `classes` when given)."""
     return score_with(lambda sub: train.predict_proba(model, sub, tta=tta), source_classes, ds,
                       bootstrap, seed, classes)
 
 
-def score_with(predict, prob_classes: Sequence[str], ds, bootstrap: int = 0, seed: int = 0,
-               classes: Sequence[str] | None = None) -> CrossEval:
-    """score_probs for a `predict(subset) -> (n, len(prob_classes))` function called only on
-    the images that are scored (predicting excluded classes would be wasted time)."""
-    shared = shared_classes(prob_classes, ds.classes)
-    if classes is not None:
-        shared = [c for c in shared if c in set(labels.canonicalize(classes))]
-    if not shared:
-        raise ValueError(f"no class in common between {list(prob_classes)} and {list(ds.classes)}")
-    sub = restrict(ds, shared)
-    probs = np.full((len(ds.labels), len(prob_classes)), 1.0 / len(prob_classes))
-    if len(sub):
-        probs[sub.index] = predict(sub)
-    return score_probs(probs, prob_classes, ds, bootstrap, seed, classes)
+def row(ev: CrossEval, **fields) -> dict:
+    """A result row (lib.results) for a cross-dataset score: per-class columns, the scored
+    classes ('|'-joined), how many classes and how many images were excluded."""
+    from lib import results
+
+    return results.row(ev.report, per_class=True, eval_classes="|".join(ev.shared),
+                       n_classes=len(ev.shared), n_excluded=ev.n_excluded, **fields)
 
 
-def class_drop(in_domain: pd.DataFrame, out_domain: pd.DataFrame, metric: str = "f1") -> pd.DataFrame:
-    """Per-class `metric` in and out of domain (per_class tables, several seeds allowed: means)
-    and the drop in - out, for the classes in both."""
-    a = in_domain.groupby("class", sort=False)[metric].mean().rename("in_domain")
-    b = out_domain.groupby("class", sort=False)[metric].mean().rename("out_of_domain")
-    out = pd.concat([a, b], axis=1, join="inner")
-    out["drop"] = out["in_domain"] - out["out_of_domain"]
-    return out.reset_index()
+def compare(a: Sequence[CrossEval], b: Sequence[CrossEval], metric: str = "macro_f1") -> dict:
+    """A vs B on the same scored images: paired test over seeds on `metric`, McNemar on the
+    first pair's predictions (as experiment.compare does for Runs)."""
+    if not a or len(a) != len(b):
+        raise ValueError(f"need equally many scores per side, got {len(a)} and {len(b)}")
+    if not np.array_equal(a[0].labels, b[0].labels):
+        raise ValueError("A and B were scored on different images or classes")
+    va, vb = [e.report[metric] for e in a], [e.report[metric] for e in b]
+    out = {"a_mean": float(np.mean(va)), "b_mean": float(np.mean(vb))}
+    out.update({f"seeds_{k}": v for k, v in metrics.paired_test(va, vb).items()})
+    mc = metrics.mcnemar(a[0].labels, a[0].probs.argmax(1), b[0].probs.argmax(1))
+    out.update({f"mcnemar_{k}": v for k, v in mc.items()})
+    return out
+
+
+def shift_table(in_domain: Mapping[str, Sequence[CrossEval]],
+                out_domain: Mapping[str, Sequence[CrossEval]], metric: str = "macro_f1"
+                ) -> pd.DataFrame:
+    """Per target: `metric` in domain (source test, shared classes) and out of domain, mean and
+    std over seeds, the drop, and a paired t-test over seeds (same model in both; the images
+    differ, so no McNemar)."""
+    rows = []
+    for name, outs in out_domain.items():
+        a = [e.report[metric] for e in in_domain[name]]
+        b = [e.report[metric] for e in outs]
+        t = metrics.paired_test(a, b)
+        sd = (lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else np.nan)
+        rows.append({"target": name, "classes": ", ".join(outs[0].shared),
+                     "n_scored": len(outs[0].labels), "n_excluded": outs[0].n_excluded,
+                     "in_domain": np.mean(a), "in_domain_std": sd(a), "out_of_domain": np.mean(b),
+                     "out_of_domain_std": sd(b), "drop": t["mean_diff"], "p_value": t["p_value"],
+                     "seeds": t["n"]})
+    return pd.DataFrame(rows)
+
+
+def class_drops(in_domain: Mapping[str, Sequence[CrossEval]],
+                out_domain: Mapping[str, Sequence[CrossEval]], metric: str = "f1") -> pd.DataFrame:
+    """Long table (target, class, in_domain, out_of_domain, drop) of per-class `metric`,
+    averaged over seeds."""
+    frames = []
+    for name, outs in out_domain.items():
+        a = pd.concat([e.report["per_class"] for e in in_domain[name]])
+        b = pd.concat([e.report["per_class"] for e in outs])
+        ga = a.groupby("class", sort=False)[metric].mean().rename("in_domain")
+        gb = b.groupby("class", sort=False)[metric].mean().rename("out_of_domain")
+        d = pd.concat([ga, gb], axis=1, join="inner")
+        frames.append(d.assign(drop=d["in_domain"] - d["out_of_domain"], target=name).reset_index())
+    cols = ["target", "class", "in_domain", "out_of_domain", "drop"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def matrix(rows: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
+    """Source (`dataset`) x evaluated dataset (`eval_dataset`) mean `metric` over seeds, from
+    cross_dataset test rows: in-domain (all classes) on the diagonal, zero-shot elsewhere."""
+    r = rows[(rows["experiment"] == "cross_dataset") & (rows["split"] == "test")
+             & rows["variant"].isin(["in_domain", "zero_shot"])]
+    m = r.groupby(["dataset", "eval_dataset"])[metric].mean().unstack()
+    order = [n for n in NAMED if n in set(m.index) | set(m.columns)]
+    order += sorted((set(m.index) | set(m.columns)) - set(order))
+    return m.reindex(index=[n for n in order if n in m.index],
+                     columns=[n for n in order if n in m.columns])
 
 
 # ---------------------------------------------------------------- AdaBN --------------
@@ -241,12 +314,13 @@ def adabn(model: nn.Module, ds, batch_size: int = 256, max_images: int | None = 
     bns = batchnorms(out)
     if not bns:
         raise ValueError(f"{type(model).__name__} has no BatchNorm layer: AdaBN does not apply")
-    dev, cl = train._model_flags(out)
+    dev = next(out.parameters()).device
     images = ds.images
     if max_images is not None and len(images) > max_images:
         g = torch.Generator().manual_seed(seed)
         images = images[torch.randperm(len(images), generator=g)[:max_images]]
     out.eval()
+    momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average: every batch weighs by its count
@@ -255,9 +329,10 @@ def adabn(model: nn.Module, ds, batch_size: int = 256, max_images: int | None = 
         xb = images[i:i + batch_size]
         if len(xb) < 2:
             break  # one image gives no variance
-        out(models.preprocess(xb, out.fer_cfg, dev, channels_last=cl))
-    out.eval()
-    return out
+        out(models.preprocess(xb, out.fer_cfg, dev))
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
+    return out.eval()
 
 
 # ---------------------------------------------------------------- few-shot -----------
@@ -351,3 +426,21 @@ def few_shot(model: nn.Module, source_classes: Sequence[str], target_train, targ
     hist = train.fit(net, tr, va if has_val else None, cfg)
     info = dict(k=k, mode=mode, n_train=len(tr), n_val=len(va), shared=shared, short=short)
     return net, hist, info
+
+
+def few_shot_sweep(models: Mapping[int, nn.Module], source_classes: Sequence[str], target_train,
+                   target_val, target_test, ks: Sequence[int], make_cfg, bootstrap: int = 0,
+                   modes: Sequence[str] = MODES) -> list[dict]:
+    """few_shot for every (seed: source model) x k x mode, each scored on target_test over the
+    shared classes. `make_cfg(k, mode)` gives the train.Config. One dict per fit: seed, k,
+    mode, eval (CrossEval), info, history."""
+    from tqdm.auto import tqdm
+
+    grid = [(s, k, m) for s in models for k in ks for m in modes]
+    out = []
+    for seed, k, mode in tqdm(grid, desc="few-shot", leave=False):
+        net, hist, info = few_shot(models[seed], source_classes, target_train, target_val, k,
+                                   mode, make_cfg(k, mode), seed=seed)
+        ev = evaluate_on(net, target_test, info["shared"], bootstrap, seed)
+        out.append(dict(seed=seed, k=k, mode=mode, eval=ev, info=info, history=hist))
+    return out
