@@ -60,6 +60,9 @@ def readme_table(profile: str = "cpu") -> str:
     if rows.empty:
         return f"_No result rows for profile `{profile}` yet: run `make report`._"
     best = best_per_dataset(leaderboard(rows))
+    if best.empty:
+        return (f"_Profile `{profile}` has no trained-model rows with validation scores yet "
+                f"(only {sorted(rows['notebook'].unique())}): run `make report`._")
     ref = results.seed_reference()
     lines = ["| dataset | model chosen on validation (notebook, variant) | test macro-F1 | "
              "balanced acc. | accuracy | `fer` peer macro-F1 | seed studies report (macro-F1 / acc.) |",
