@@ -14,6 +14,18 @@ REAL_DATA = Path(os.environ.get("FER_DATA_ROOT", config.ROOT.parent / "shared" /
 REAL_NAMES = ("fer2013", "facial_expressions", "six_emotions", "ckplus48")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Unit tests use tiny tensors: with 2 OpenMP threads on a shared 2-core machine, fits ran
+    ~50x slower (threads wait on each other while other processes hold the cores)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_outputs(monkeypatch, tmp_path_factory):
     """No test writes split files or caches into the project: both go to a session tmp dir."""

@@ -5,16 +5,6 @@ import torch
 from lib import augment
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: with 2 OpenMP threads on a shared 2-core machine, fits ran ~50x slower
-    (threads wait on each other while other processes hold the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def batch(n=16, c=3, h=24, w=20, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)

@@ -12,16 +12,6 @@ from lib import losses, train
 K, SIZE = 3, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: with 2 OpenMP threads on a shared 2-core machine, fits ran ~50x slower
-    (threads wait on each other while other processes hold the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_ds(n, seed, k=K, size=SIZE, c=1, weights=None):
     """Class i = a bright horizontal band in the i-th third of a noisy image."""
     g = torch.Generator().manual_seed(seed)
