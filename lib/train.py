@@ -57,6 +57,9 @@ class Config:
     loss_kwargs: dict = field(default_factory=dict)  # gamma (focal), tau (logit_adjusted)
     label_smoothing: float = 0.0
     class_weights: bool | str | Tensor | None = None  # True/'balanced': n / (K * count)
+    # cap on 'balanced' weights: facial_expressions' contempt (6 train images) would get 200,
+    # 800x neutral's, and a SmallCNN collapsed onto it (val macro-F1 0.000 after 4 epochs)
+    max_class_weight: float | None = 10.0
     sampler: str | None = None  # None | 'balanced' (class-balanced sampling with replacement)
     augment: str | augmentation.Policy = "none"  # a policy name or Policy object
     augment_strength: float = 1.0
@@ -159,11 +162,12 @@ def _order(labels: Tensor, sampler: str | None, g: torch.Generator) -> Tensor:
     return torch.randperm(len(labels), generator=g)
 
 
-def _class_weights(spec, counts: Tensor) -> Tensor | None:
+def _class_weights(spec, counts: Tensor, cap: float | None = None) -> Tensor | None:
     if spec is None or spec is False:
         return None
     if spec is True or spec == "balanced":
-        return losses.balanced_weights(counts)
+        w = losses.balanced_weights(counts)
+        return w if cap is None else w.clamp(max=cap)
     w = torch.as_tensor(spec, dtype=torch.float32)
     if w.shape != counts.shape:
         raise ValueError(f"class_weights has shape {tuple(w.shape)}, "
@@ -280,8 +284,8 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
     prep, fer_cfg = _preprocess_fn(), model.fer_cfg
     images, labels = train_ds.images, torch.as_tensor(train_ds.labels).long()
     counts = losses.class_counts(labels, k)
-    loss_fn = losses.make_loss(cfg.loss, counts, _class_weights(cfg.class_weights, counts),
-                               cfg.label_smoothing, **cfg.loss_kwargs).to(dev)
+    weights = _class_weights(cfg.class_weights, counts, cfg.max_class_weight)
+    loss_fn = losses.make_loss(cfg.loss, counts, weights, cfg.label_smoothing, **cfg.loss_kwargs).to(dev)
     pol = cfg.augment if isinstance(cfg.augment, augmentation.Policy) else augmentation.policy(
         cfg.augment, cfg.augment_strength)
     steps = len(labels) // cfg.batch_size + int(len(labels) % cfg.batch_size > 1)

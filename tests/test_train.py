@@ -183,6 +183,12 @@ def test_balanced_sampler_and_weights():
     assert (freq - 1 / 3).abs().max() < 0.12  # roughly balanced despite 90:9:1
     w = losses.balanced_weights(losses.class_counts(y, 4))
     assert torch.allclose(w[:3], torch.tensor([100 / 270, 100 / 27, 100 / 3])) and w[3] == 0
+    counts = losses.class_counts(y, 3)
+    capped = train._class_weights("balanced", counts, cap=10.0)
+    assert torch.allclose(capped, torch.tensor([100 / 270, 100 / 27, 10.0]))  # only the rare one
+    assert torch.allclose(train._class_weights(True, counts, cap=None), w[:3])
+    explicit = torch.tensor([1.0, 50.0, 2.0])  # explicit weights are used as given, uncapped
+    assert torch.equal(train._class_weights(explicit, counts, cap=10.0), explicit)
 
 
 def test_predict_proba_and_tta():
