@@ -69,6 +69,17 @@ class Profile:
             raise ValueError("empty training set")
         return int(max(1, min(self.max_epochs, round(self.train_images / n_train))))
 
+    def budget(self, n_train: int, share: float = 1.0) -> tuple[int, int | None]:
+        """(epochs, epoch_images) so a fit sees about `share` of `train_images`: whole epochs
+        while that is at least one pass, else one epoch of a random `epoch_images` subset
+        (never fewer than 4 batches, so the smoke profile still makes one full pass)."""
+        images = max(round(self.train_images * share), 4 * self.batch_size)  # a few steps at least
+        if n_train <= 0:
+            raise ValueError("empty training set")
+        if images >= n_train:
+            return replace(self, train_images=images).epochs_for(n_train), None
+        return 1, images
+
     def as_params(self) -> dict:
         """UPPER_CASE notebook parameters (papermill) for this profile."""
         d = asdict(self)
