@@ -65,14 +65,13 @@ def readme_table(profile: str = "cpu") -> str:
                 f"(only {sorted(rows['notebook'].unique())}): run `make report`._")
     ref = results.seed_reference()
     lines = ["| dataset | model chosen on validation (notebook, variant) | test macro-F1 | "
-             "balanced acc. | accuracy | `fer` peer macro-F1 | seed studies report (macro-F1 / acc.) |",
+             "balanced acc. | accuracy | `fer` peer macro-F1 (shared classes, 05) | "
+             "seed studies' best report (macro-F1 / acc.) |",
              "|---|---|---|---|---|---|---|"]
     peer = rows[(rows["experiment"] == "peer") & (rows["split"] == "test")]
     for _, b in best.iterrows():
         r = ref[ref["dataset"] == b["dataset"]]
-        theirs = "; ".join(
-            f"{x.study} {x.model}: {x.macro_f1:.3f} / {x.accuracy:.3f}".replace("nan", "–")
-            for x in r.itertuples()) if len(r) else "–"
+        theirs = _theirs(r)
         n = int(b["seeds"])
         lines.append(
             f"| {b['dataset']} | {b['model']} ({b['notebook']}, {b['variant']}) | "
@@ -88,7 +87,29 @@ def _peer(peer: pd.DataFrame, dataset: str) -> str:
     col = "eval_dataset" if "eval_dataset" in peer else "dataset"
     p = peer[peer[col].fillna(peer["dataset"]) == dataset] if col == "eval_dataset" else \
         peer[peer["dataset"] == dataset]
-    return f"{p['macro_f1'].iloc[0]:.3f}" if len(p) else "–"
+    if "variant" in p:  # 05 also stores our model's scores on the same classes
+        p = p[p["variant"] == "reference"]
+    if not len(p):
+        return "–"
+    x = p.iloc[0]
+    k = len(str(x["eval_classes"]).split("|")) if "eval_classes" in p else None
+    return f"{x['macro_f1']:.3f}" + (f" ({k} classes, n = {int(x['n'])})" if k else "")
+
+
+def _theirs(ref: pd.DataFrame) -> str:
+    """Each seed study's best reported test figure for a dataset (by macro-F1, else accuracy);
+    a study that reports only training-set figures is shown with the split named."""
+    out = []
+    for study, r in ref.groupby("study", sort=True):
+        test = r[r["split"] == "test"]
+        r = test if len(test) else r
+        # rank by macro-F1 only when every row reports it, so rows are ranked on one metric
+        key = "macro_f1" if r["macro_f1"].notna().all() else "accuracy"
+        x = r.sort_values(key, ascending=False, na_position="last").iloc[0]
+        split = "" if x["split"] == "test" else f" ({x['split']})"
+        out.append(f"{study} {x['model']}: {x['macro_f1']:.3f} / {x['accuracy']:.3f}{split}"
+                   .replace("nan", "–"))
+    return "; ".join(out) or "–"
 
 
 def update_readme(profile: str = "cpu") -> bool:

@@ -37,3 +37,20 @@ def test_controls_never_win():
 def test_fmt():
     assert summary.fmt(0.5, 0.01, 3) == "0.500 ± 0.010 (3 seeds)"
     assert summary.fmt(0.5, np.nan, 1) == "0.500"
+
+
+def test_seed_studies_best_report_and_peer_reference_only():
+    ref = pd.DataFrame([
+        dict(study="004", model="a", split="test", macro_f1=np.nan, accuracy=0.62),
+        dict(study="004", model="b", split="test", macro_f1=0.48, accuracy=0.57),
+        dict(study="004", model="c", split="model_card", macro_f1=0.91, accuracy=0.91),
+        dict(study="003", model="cnn", split="train", macro_f1=0.15, accuracy=0.49)])
+    # test rows win over a model card; accuracy ranks when a row lacks macro-F1
+    assert summary._theirs(ref) == "003 cnn: 0.150 / 0.490 (train); 004 a: – / 0.620"
+    peer = pd.DataFrame([
+        dict(dataset="s", eval_dataset="f", variant="same_classes", macro_f1=0.1, n=10,
+             eval_classes="x|y"),
+        dict(dataset="s", eval_dataset="f", variant="reference", macro_f1=0.6, n=10,
+             eval_classes="x|y")])
+    assert summary._peer(peer, "f") == "0.600 (2 classes, n = 10)"
+    assert summary._peer(peer, "other") == "–"
