@@ -74,9 +74,7 @@ class Profile:
         while that is at least one pass, else one epoch of a random `epoch_images` subset
         (never fewer than 4 batches, so the smoke profile still makes one full pass)."""
         images = max(round(self.train_images * share), 4 * self.batch_size)  # a few steps at least
-        if n_train <= 0:
-            raise ValueError("empty training set")
-        if images >= n_train:
+        if images >= n_train:  # epochs_for raises on an empty set
             return replace(self, train_images=images).epochs_for(n_train), None
         return 1, images
 

@@ -290,7 +290,8 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
     images, labels = train_ds.images, torch.as_tensor(train_ds.labels).long()
     counts = losses.class_counts(labels, k)
     weights = _class_weights(cfg.class_weights, counts, cfg.max_class_weight)
-    loss_fn = losses.make_loss(cfg.loss, counts, weights, cfg.label_smoothing, **cfg.loss_kwargs).to(dev)
+    loss_fn = losses.make_loss(cfg.loss, counts, weights, cfg.label_smoothing,
+                               **cfg.loss_kwargs).to(dev)
     pol = cfg.augment if isinstance(cfg.augment, augmentation.Policy) else augmentation.policy(
         cfg.augment, cfg.augment_strength)
     per_epoch = min(len(labels), cfg.epoch_images or len(labels))

@@ -265,5 +265,7 @@ def test_epoch_images_caps_each_epoch_and_profile_budget(monkeypatch):
     assert cpu.budget(841, 1 / 15) == (5, None)  # whole passes while the share covers the set
     assert cpu.budget(28_581, 1 / 15) == (1, 4000)  # fer2013: one epoch of a 4,000 subset
     assert config.get_profile("smoke").budget(60)[1] is None  # smoke: still one full pass
+    with pytest.raises(ValueError, match="empty"):
+        cpu.budget(0)
     with pytest.raises(ValueError):
         train.Config(epoch_images=0)
