@@ -1,14 +1,19 @@
 """Run the notebook series headless with papermill.
 
-    python -m lib.run --profile cpu --dataset six_emotions [--only 00,01] [--html]
+    python -m lib.run --profile cpu --dataset six_emotions fer2013 [--only 00,01] [--html]
+                      [--jobs N]
 
 Executed copies go to reports/<profile>/<dataset>/; result rows to results/; figures to
-figures/. Stops at the first failing notebook and names the failing cell.
+figures/. Stops at the first failing notebook and names the failing cell. Summary notebooks
+(`*_summary`) read every dataset's results, so they run after all the others. Without a GPU,
+several datasets run side by side (one process per dataset, the cores split between them):
+small CPU models scale poorly across threads, so this is faster than one dataset at a time.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -112,6 +117,82 @@ def summary(profile: str, dataset: str, stems: list[str]) -> pd.DataFrame:
                  macro_f1_std=("macro_f1", "std"), accuracy=("accuracy", "mean")).reset_index()
 
 
+def is_summary(nb: Path) -> bool:
+    """Summary notebooks read every dataset's results: they run after all the others."""
+    return nb.stem.endswith("_summary")
+
+
+def default_jobs(n_datasets: int) -> int:
+    """Datasets run side by side on a CPU (one per core at most); one at a time on a GPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(n_datasets, os.cpu_count() or 1))
+
+
+def run_series(nbs: list[Path], profile: config.Profile, dataset: str, html: bool,
+               ) -> list[tuple[str, str, float]]:
+    """Run notebooks in order for one dataset; (dataset, stem, seconds) each. Raises
+    SystemExit(1) at the first failure, after naming the failing cell."""
+    out = []
+    for i, nb in enumerate(nbs, 1):
+        print(f"[{dataset} {i}/{len(nbs)}] {nb.name} (profile {profile.name}) ...", flush=True)
+        try:
+            sec = run_notebook(nb, profile, dataset, html=html)
+        except Exception as err:  # papermill raises its own error type with cell info
+            executed = config.paths().reports / profile.name / dataset / nb.name
+            print(_failure_message(nb, executed, err), file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+        print(f"[{dataset} {i}/{len(nbs)}] {nb.name} done in {sec:.1f} s", flush=True)
+        out.append((dataset, nb.stem, sec))
+    return out
+
+
+def run_parallel(datasets: list[str], nbs: list[Path], profile: config.Profile, html: bool,
+                 jobs: int) -> list[tuple[str, str, float]]:
+    """One child process per dataset, at most `jobs` at once, each with cores // jobs threads;
+    each child's output goes to runs/<profile>_<dataset>.log. Raises SystemExit(1) if any fails
+    (the others still finish, so their reports are complete)."""
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    pkg_root = str(Path(__file__).resolve().parents[1])  # children import this lib
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+           "FER_PROJECT_ROOT": str(config.ROOT),
+           "PYTHONPATH": os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")]))}
+    log_dir = config.paths().runs
+    log_dir.mkdir(parents=True, exist_ok=True)
+    only = ",".join(nb.name[:2] for nb in nbs)
+    pending, running, failed = list(datasets), {}, []
+    while pending or running:
+        while pending and len(running) < jobs:
+            ds = pending.pop(0)
+            log = log_dir / f"{profile.name}_{ds}.log"
+            cmd = [sys.executable, "-m", "lib.run", "--profile", profile.name, "--dataset", ds,
+                   "--only", only, "--jobs", "1", *(["--html"] if html else [])]
+            running[ds] = (subprocess.Popen(cmd, env=env, stdout=log.open("w"),
+                                            stderr=subprocess.STDOUT, cwd=config.ROOT), log)
+            print(f"[{ds}] started ({threads} thread(s)); log: {log}", flush=True)
+        time.sleep(5)
+        for ds, (proc, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[ds]
+            print(f"[{ds}] finished, exit code {proc.returncode}", flush=True)
+            if proc.returncode:
+                failed.append(ds)
+                print("".join(log.read_text(errors="replace").splitlines(True)[-15:]),
+                      file=sys.stderr, flush=True)
+    if failed:
+        print(f"FAILED datasets: {failed} (logs in {log_dir})", file=sys.stderr)
+        raise SystemExit(1)
+    from lib import results
+
+    stems = {nb.stem for nb in nbs}
+    t = results.load_timings(profile=profile.name)
+    t = t[t["dataset"].isin(datasets) & t["notebook"].isin(stems)]
+    return list(t[["dataset", "notebook", "seconds"]].itertuples(index=False, name=None))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--profile", choices=sorted(config.PROFILES), default=None,
@@ -119,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", nargs="+", default=["six_emotions"])
     ap.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
     ap.add_argument("--html", action="store_true", help="also export HTML next to each report")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="datasets run at once (default: 1 on a GPU, else min(datasets, cores))")
     args = ap.parse_args(argv)
 
     from lib import results
@@ -128,28 +211,34 @@ def main(argv: list[str] | None = None) -> int:
     nbs = notebooks(args.only.split(",") if args.only else None)
     if not nbs:
         raise SystemExit(f"no notebooks found in {NOTEBOOKS_DIR}")
-    timings = []
+    first, last = [nb for nb in nbs if not is_summary(nb)], [nb for nb in nbs if is_summary(nb)]
+    jobs = args.jobs or default_jobs(len(args.dataset))
+    t_all = time.perf_counter()
+    try:
+        if first and jobs > 1 and len(args.dataset) > 1:
+            timings = run_parallel(args.dataset, first, profile, args.html, jobs)
+        else:
+            timings = [t for ds in args.dataset
+                       for t in run_series(first, profile, ds, args.html)]
+        timings += [t for ds in args.dataset for t in run_series(last, profile, ds, args.html)]
+    except SystemExit as stop:
+        return int(stop.code or 1)
+    wall = time.perf_counter() - t_all
     for dataset in args.dataset:
-        t_all = time.perf_counter()
-        for i, nb in enumerate(nbs, 1):
-            print(f"[{dataset} {i}/{len(nbs)}] {nb.name} (profile {profile.name}) ...", flush=True)
-            try:
-                sec = run_notebook(nb, profile, dataset, html=args.html)
-            except Exception as err:  # papermill raises its own error type with cell info
-                out = config.paths().reports / profile.name / dataset / nb.name
-                print(_failure_message(nb, out, err), file=sys.stderr, flush=True)
-                return 1
-            print(f"[{dataset} {i}/{len(nbs)}] {nb.name} done in {sec:.1f} s", flush=True)
-            timings.append((dataset, nb.stem, sec))
-        total = time.perf_counter() - t_all
+        mine = [sec for ds, _, sec in timings if ds == dataset]
+        total = sum(mine)
         timings.append((dataset, "series", total))
-        if not args.only:  # the whole series' wall time, only when every notebook ran
+        if not args.only:  # the whole series, only when every notebook ran
             results.timing("series", profile.name, dataset, total)
+            if len(args.dataset) > 1:  # datasets side by side: the run's own wall time
+                results.timing("series_wall_all_datasets", profile.name, dataset, wall)
         table = summary(profile.name, dataset, [nb.stem for nb in nbs])
-        print(f"\n== {dataset}: {len(nbs)} notebook(s) in {total / 60:.1f} min ==")
+        print(f"\n== {dataset}: {len(mine)} notebook(s), {total / 60:.1f} min ==")
         if not table.empty:
             with pd.option_context("display.width", 160, "display.max_rows", 200):
                 print(table.round(4).to_string(index=False))
+    print(f"\nwall time of this run: {wall / 60:.1f} min ({len(args.dataset)} dataset(s), "
+          f"{jobs} at a time)")
     print("\nwall times (s):")
     print(pd.DataFrame(timings, columns=["dataset", "notebook", "seconds"]).round(1)
           .to_string(index=False))
