@@ -74,3 +74,11 @@ def test_a_failing_dataset_fails_the_parallel_run(tmp_path, monkeypatch):
     monkeypatch.setattr(run, "NOTEBOOKS_DIR", nbdir)
     assert run.main(["--profile", "smoke", "--dataset", "good", "bad", "--jobs", "2"]) == 1
     assert (tmp_path / "reports" / "smoke" / "good" / "00_a.ipynb").exists()
+
+
+def test_default_jobs(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert run.default_jobs(3) == 3 and run.default_jobs(1) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert run.default_jobs(3) == 1
