@@ -94,9 +94,9 @@ PROFILES: dict[str, Profile] = {
         train_images=1, patience=1, batch_size=32, max_per_class=24, pretrained=False,
         backbones=("resnet18",), few_shot_k=(1, 5), bootstrap=100,
     ),
-    # all the data, small inputs, 3 seeds; about 1 h of one core per dataset for the series,
-    # so three datasets run side by side on 2 cores in under 2 h (12k images per fit: 14
-    # epochs of six_emotions, a random 12k-image epoch of fer2013)
+    # all the data, small inputs, 3 seeds; 12k images per fit (14 epochs of six_emotions, one
+    # random 12k-image epoch of fer2013), so the series on six_emotions, facial_expressions
+    # and fer2013 side by side fits one run on 2 cores (137 min measured)
     "cpu": Profile(
         name="cpu", img_size=64, backbone_size=96, channels=3, seeds=(0, 1, 2), max_epochs=30,
         train_images=12_000, patience=6, batch_size=64, max_per_class=None, pretrained=True,

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -164,23 +165,22 @@ def run_parallel(datasets: list[str], nbs: list[Path], profile: config.Profile, 
     log_dir = config.paths().runs
     log_dir.mkdir(parents=True, exist_ok=True)
     only = ",".join(nb.name[:2] for nb in nbs)
-    pending, running, failed = list(datasets), {}, []
-    while pending or running:
-        while pending and len(running) < jobs:
-            ds = pending.pop(0)
-            log = log_dir / f"{profile.name}_{ds}.log"
-            cmd = [sys.executable, "-m", "lib.run", "--profile", profile.name, "--dataset", ds,
-                   "--only", only, "--jobs", "1", *(["--html"] if html else [])]
-            running[ds] = (subprocess.Popen(cmd, env=env, stdout=log.open("w"),
-                                            stderr=subprocess.STDOUT, cwd=config.ROOT), log)
-            print(f"[{ds}] started ({threads} thread(s)); log: {log}", flush=True)
-        time.sleep(5)
-        for ds, (proc, log) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[ds]
-            print(f"[{ds}] finished, exit code {proc.returncode}", flush=True)
-            if proc.returncode:
+
+    def child(ds: str) -> tuple[str, int, Path]:
+        log = log_dir / f"{profile.name}_{ds}.log"
+        cmd = [sys.executable, "-m", "lib.run", "--profile", profile.name, "--dataset", ds,
+               "--only", only, "--jobs", "1", *(["--html"] if html else [])]
+        print(f"[{ds}] started ({threads} thread(s)); log: {log}", flush=True)
+        with log.open("w") as out:
+            rc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=config.ROOT).returncode
+        print(f"[{ds}] finished, exit code {rc}", flush=True)
+        return ds, rc, log
+
+    failed = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads only wait on the children
+        for ds, rc, log in pool.map(child, datasets):
+            if rc:
                 failed.append(ds)
                 print("".join(log.read_text(errors="replace").splitlines(True)[-15:]),
                       file=sys.stderr, flush=True)
