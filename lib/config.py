@@ -96,7 +96,7 @@ PROFILES: dict[str, Profile] = {
     ),
     # all the data, small inputs, 3 seeds; 12k images per fit (14 epochs of six_emotions, one
     # random 12k-image epoch of fer2013), so the series on six_emotions, facial_expressions
-    # and fer2013 side by side fits one run on 2 cores (137 min measured)
+    # and fer2013 side by side fits one run on 2 cores (139 min measured, one make report)
     "cpu": Profile(
         name="cpu", img_size=64, backbone_size=96, channels=3, seeds=(0, 1, 2), max_epochs=30,
         train_images=12_000, patience=6, batch_size=64, max_per_class=None, pretrained=True,
