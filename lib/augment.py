@@ -14,6 +14,9 @@ Policies (`available()`):
   targeted  study 000's refinement: standard + translation +-10 %, gamma jitter and
             random grayscale (RGB only); `policy('targeted', extra=[...])` adds ops, optionally
             only for some classes: extra=[('erase', {class_idx, ...})]
+  shift     flip + a random integer shift of up to 1/12 of the side (reflect-padded): exact
+            pixels, no resampling; the fast default for 48 px grayscale (measured: a bilinear
+            sub-pixel crop cost about 5 points of fer2013 accuracy at 48 px)
   strong    flip + TrivialAugment-style op (one random op per image, uniform magnitude) +
             random erasing
 
@@ -119,6 +122,22 @@ def op_flip(x: Tensor, g, s: float) -> Tensor:
     """Horizontal flip with p = .5 * min(s, 1); exact (no resampling)."""
     m = _coin(g, x.shape[0], 0.5 * min(s, 1.0), x).view(-1, 1, 1, 1)
     return torch.where(m, x.flip(-1), x)
+
+
+def op_shift(x: Tensor, g, s: float, frac: float = 1 / 12) -> Tensor:
+    """Random integer shift in +-frac * side * s per sample, reflect padding (a random crop
+    of the padded image, as the usual FER2013 recipe); gathers pixels, never resamples."""
+    n, _, h, w = x.shape
+    m = int(round(frac * min(h, w) * min(s, 2.0)))
+    if m == 0:
+        return x
+    pad = F.pad(x, (m, m, m, m), mode="reflect")
+    dy = (_rand(g, n, x) * (2 * m + 1)).long().clamp_(max=2 * m)
+    dx = (_rand(g, n, x) * (2 * m + 1)).long().clamp_(max=2 * m)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return pad[torch.arange(n, device=x.device)[:, None, None, None], chan, rows, cols]
 
 
 def op_rotate(x: Tensor, g, s: float, max_deg: float = 30.0) -> Tensor:
@@ -255,7 +274,7 @@ def op_trivial(x: Tensor, g, s: float) -> Tensor:
 OPS: dict[str, Op] = {
     "flip": op_flip, "rotate": op_rotate, "brightness": op_brightness,
     "contrast": op_contrast, "gamma": op_gamma, "grayscale": op_grayscale,
-    "translate": op_translate, "erase": op_erase, "trivial": op_trivial,
+    "translate": op_translate, "erase": op_erase, "trivial": op_trivial, "shift": op_shift,
 }
 
 
@@ -275,6 +294,7 @@ POLICIES: dict[str, list[Op]] = {
     "flip": [op_flip],
     "rotate": [op_rotate],
     "standard": [_standard],
+    "shift": [op_flip, op_shift],
     "targeted": [_targeted],
     "strong": [op_flip, op_trivial, op_erase],
 }

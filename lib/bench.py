@@ -1,6 +1,7 @@
 """Micro-benchmarks for this machine.
 
     python -m lib.bench train [--models small_cnn resnet18 mobilenet_v2] [--sizes 48 64 112]
+    python -m lib.bench jobs [--models conv4net:48:1 mobilenet_v2:112:3] [--compile]
     python -m lib.bench data                     # lib.bench_data.run_data_bench()
 
 `train` times full training steps (uint8 batch -> preprocess -> forward -> backward ->
@@ -75,6 +76,61 @@ def bench_train(model_names=MODELS, sizes=SIZES, batch: int = 64, steps: int = 1
     return pd.DataFrame(rows)
 
 
+def rate(name: str, size: int, channels: int, steps: int = 20, batch: int = 64,
+         compile_model: bool = False) -> float:
+    """Training images/s of `steps` steps (after 3 warm-up steps) in this process, with the
+    fit loop's CPU settings (channels_last as lib.train, optional torch.compile)."""
+    from lib import models, train
+
+    torch.manual_seed(0)
+    model = models.create(name, 7, in_chans=channels, pretrained=False, img_size=size).train()
+    cl = train.CPU_CHANNELS_LAST
+    if cl:
+        model.to(memory_format=torch.channels_last)
+    run = torch.compile(model) if compile_model else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (batch, channels, size, size), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 7, (batch,), generator=g)
+    for i in range(3 + steps):
+        if i == 3:
+            t0 = time.perf_counter()
+        out = run(models.preprocess(x, model.fer_cfg, "cpu", channels_last=cl))
+        loss = torch.nn.functional.cross_entropy(out[0] if isinstance(out, tuple) else out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def _rate_procs(cell: str, threads: int, procs: int, steps: int, compile_model: bool) -> float:
+    """Summed images/s of `procs` concurrent processes with `threads` threads each."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "lib.bench", "rate", cell, "--steps", str(steps)]
+    cmd += ["--compile"] if compile_model else []
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    ps = [subprocess.Popen(cmd + ["--threads", str(threads)], env=env, stdout=subprocess.PIPE,
+                           text=True) for _ in range(procs)]
+    return sum(float(p.communicate()[0].split()[-1]) for p in ps)
+
+
+def bench_jobs(cells, steps: int = 20, compile_model: bool = False) -> pd.DataFrame:
+    """Per model cell ('name:size:channels'): total training images/s of one 2-thread
+    process, of two 1-thread processes side by side, and of one 1-thread process alone."""
+    rows = []
+    for cell in cells:
+        one2 = _rate_procs(cell, 2, 1, steps, compile_model)
+        two1 = _rate_procs(cell, 1, 2, steps, compile_model)
+        one1 = _rate_procs(cell, 1, 1, steps, compile_model)
+        rows.append(dict(cell=cell, compile=compile_model, one_proc_2_threads=one2,
+                         two_procs_1_thread=two1, one_proc_1_thread=one1,
+                         side_by_side_ratio=two1 / one2))
+    return pd.DataFrame(rows)
+
+
 def verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """Per (model, size): images/s both ways and the speed-up of channels_last; overall the
     geometric-mean speed-up."""
@@ -96,8 +152,27 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--steps", type=int, default=1, help="timed steps per setting and round")
     t.add_argument("--rounds", type=int, default=2, help="off/on alternations (ABBA...)")
     t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    j = sub.add_parser("jobs", help="one 2-thread fit vs two 1-thread fits side by side")
+    j.add_argument("--models", nargs="+", default=["small_cnn:48:1", "conv4net:48:1",
+                                                   "mobilenet_v2:112:3"])
+    j.add_argument("--steps", type=int, default=20)
+    j.add_argument("--compile", action="store_true")
+    r = sub.add_parser("rate", help="(internal) images/s of one cell in this process")
+    r.add_argument("cell")
+    r.add_argument("--steps", type=int, default=20)
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--compile", action="store_true")
     sub.add_parser("data", help="data loading benchmark (lib.bench_data)")
     args = ap.parse_args(argv)
+    if args.cmd == "rate":
+        torch.set_num_threads(args.threads)
+        name, size, ch = args.cell.split(":")
+        print(f"{rate(name, int(size), int(ch), args.steps, compile_model=args.compile):.1f}")
+        return
+    if args.cmd == "jobs":
+        df = bench_jobs(args.models, args.steps, args.compile)
+        print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        return
     if args.cmd == "data":
         from lib.bench_data import run_data_bench  # a colleague's module: import only when asked
 

@@ -27,8 +27,15 @@ class Paths:
 
 
 def paths() -> Paths:
-    """Resolve the project's paths now (FER_DATA_ROOT may change between calls in tests)."""
-    data_root = Path(os.environ.get("FER_DATA_ROOT", ROOT / "data" / "raw")).expanduser()
+    """Resolve the project's paths now (FER_DATA_ROOT may change between calls in tests).
+
+    The one data-root rule: $FER_DATA_ROOT if set, else <root>/../shared/data when that folder
+    exists, else <root>/data/raw.
+    """
+    shared = ROOT.parent / "shared" / "data"
+    default = shared if shared.is_dir() else ROOT / "data" / "raw"
+    # an empty FER_DATA_ROOT (e.g. `FER_DATA_ROOT= make ...`) counts as unset, not as the cwd
+    data_root = Path(os.environ.get("FER_DATA_ROOT") or default).expanduser()
     if not data_root.is_absolute():
         data_root = (Path.cwd() / data_root).resolve()
     return Paths(
@@ -60,6 +67,7 @@ class Profile:
     pretrained: bool  # ImageNet weights for backbones
     backbones: tuple[str, ...]  # capacity study models beyond the small CNNs
     few_shot_k: tuple[int, ...] = (1, 5, 10, 20)
+    large_epochs: int | None = None  # epoch cap on training sets over 5,000 images (lib.plan)
     bootstrap: int = 1000  # bootstrap resamples for intervals
     extra: dict = field(default_factory=dict)
 
@@ -94,13 +102,16 @@ PROFILES: dict[str, Profile] = {
         train_images=1, patience=1, batch_size=32, max_per_class=24, pretrained=False,
         backbones=("resnet18",), few_shot_k=(1, 5), bootstrap=100,
     ),
-    # all the data, small inputs, 3 seeds; 12k images per fit (14 epochs of six_emotions, one
-    # random 12k-image epoch of fer2013), so the series on six_emotions, facial_expressions
-    # and fer2013 side by side fits one run on 2 cores (139 min measured, one make report)
+    # all the data, native small inputs (48 px gray, 112 px RGB for ImageNet backbones),
+    # 3 seeds; the fits of lib.plan train to convergence (cosine over max_epochs, early
+    # stopping with patience 8) once, into the fit store, over as many runs as they need.
+    # train_images is the per-fit budget that 02 and 04-06 still use until they move to the
+    # store (139 min for the whole series at 12k images per fit, one make report)
     "cpu": Profile(
-        name="cpu", img_size=64, backbone_size=96, channels=3, seeds=(0, 1, 2), max_epochs=30,
-        train_images=12_000, patience=6, batch_size=64, max_per_class=None, pretrained=True,
+        name="cpu", img_size=64, backbone_size=112, channels=3, seeds=(0, 1, 2), max_epochs=40,
+        train_images=12_000, patience=8, batch_size=64, max_per_class=None, pretrained=True,
         backbones=("resnet18", "mobilenet_v2"), few_shot_k=(1, 5, 10, 20), bootstrap=1000,
+        large_epochs=25,  # fer2013: 25 cosine epochs of 28.7k images; 40 for six_emotions
     ),
     # the seed studies' own settings on a GPU
     "gpu": Profile(
@@ -117,6 +128,16 @@ PROFILES: dict[str, Profile] = {
 def default_profile() -> str:
     """`gpu` when CUDA is present, else `cpu`."""
     return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+# the profile this process runs under: figures (and anything else keyed by profile) follow it
+# without every caller passing it, since notebooks resolve their profile once, at the top
+_ACTIVE_PROFILE: str | None = None
+
+
+def active_profile() -> str:
+    """The profile name last resolved by `get_profile` in this process, else the default."""
+    return _ACTIVE_PROFILE or default_profile()
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
@@ -136,6 +157,8 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
         if key not in fields:
             raise ValueError(f"unknown profile field {k!r}; known: {sorted(fields)}")
         clean[key] = tuple(v) if isinstance(v, list) else v
+    global _ACTIVE_PROFILE
+    _ACTIVE_PROFILE = name
     return replace(PROFILES[name], **clean)
 
 

@@ -33,10 +33,12 @@ class Run:
     probs: dict[str, np.ndarray] = field(default_factory=dict)
     reports: dict[str, dict] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
+    n_params: int | None = None  # a stored fit's count (its model may not be loaded)
+    record: str | None = None  # the fit-store record it came from
 
     @property
     def params(self) -> int:
-        return models.count_params(self.model)
+        return self.n_params if self.model is None else models.count_params(self.model)
 
 
 def score(run: Run, datasets: dict, classes: Sequence[str], bootstrap: int = 0,

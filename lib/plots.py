@@ -1,24 +1,53 @@
 """Every figure helper of the series. Each returns a matplotlib Figure; `savefig` writes it to
-figures/<notebook>/<dataset>/<name>.png. Figures are made with pyplot (so notebooks display
-them) and never closed here; the backend is whatever matplotlib picked (Agg when headless).
+figures/<profile>/<notebook>/<dataset>/<name>.png and shows it in the notebook. Figures are
+made with pyplot; the backend is whatever matplotlib picked (Agg when headless).
 """
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib import font_manager
 from matplotlib.ticker import MaxNLocator
 
 from lib import metrics
-from lib.config import paths
+from lib.config import active_profile, paths
 
 DPI = 110
 STYLE = "whitegrid"
+# matplotlib's own fonts that mathtext (log-axis tick labels such as 10^2) looks up by name
+_BUNDLED = ("STIXGeneral", "cmr10", "DejaVu Sans Display")
+
+
+def ensure_bundled_fonts() -> int:
+    """Add matplotlib's bundled fonts to its font list when they are missing; the number added.
+
+    The per-user font cache (~/.cache/matplotlib/fontlist-v*.json) is keyed by matplotlib's
+    version only and is read as is, so a list built while matplotlib was still being installed
+    (or by another install of that version) can lack the bundled STIX, Computer Modern and
+    DejaVu Display fonts. Mathtext needs them for every log-axis tick label (10^2), and each
+    lookup then wrote a `findfont: Font family ... not found` line into the report.
+    """
+    known = {f.name for f in font_manager.fontManager.ttflist}
+    if all(name in known for name in _BUNDLED):
+        return 0
+    have = {f.fname for f in font_manager.fontManager.ttflist}
+    added = 0
+    for path in sorted((Path(matplotlib.get_data_path()) / "fonts" / "ttf").glob("*.ttf")):
+        if str(path) not in have:
+            font_manager.fontManager.addfont(str(path))  # also clears findfont's cache
+            added += 1
+    return added
+
+
+ensure_bundled_fonts()
 
 
 def _fig(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.4, 4.0), **kw):
@@ -27,20 +56,50 @@ def _fig(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.4, 4.0),
         return plt.subplots(nrows, ncols, figsize=size, **kw)
 
 
-def savefig(fig, notebook: str, dataset: str, name: str) -> Path:
-    """Write `fig` to figures/<notebook>/<dataset>/<name>.png atomically; the figure stays open."""
-    for what, v in (("notebook", notebook), ("dataset", dataset), ("name", name)):
+def figure_path(notebook: str, dataset: str, name: str, profile: str | None = None) -> Path:
+    """figures/<profile>/<notebook>/<dataset>/<name>.png; profile defaults to the active one."""
+    profile = profile or active_profile()
+    for what, v in (("profile", profile), ("notebook", notebook), ("dataset", dataset),
+                    ("name", name)):
         if not v or "/" in str(v) or "\\" in str(v) or str(v).startswith("."):
             raise ValueError(f"bad {what} for a figure path: {v!r}")
-    path = paths().figures / notebook / dataset / f"{name}.png"
+    return paths().figures / profile / notebook / dataset / f"{name}.png"
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (interactive or papermill), where display() reaches the
+    notebook; a terminal IPython or plain Python would only print a repr."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+def savefig(fig, notebook: str, dataset: str, name: str, profile: str | None = None) -> None:
+    """Write `fig` atomically to figures/<profile>/<notebook>/<dataset>/<name>.png, show that
+    PNG in the notebook when run in a kernel, and close the figure.
+
+    Returns None so the cell echoes no path. Headless kernels use Agg, which shows nothing by
+    itself, so the saved bytes are displayed; closing keeps an interactive inline backend from
+    drawing the same figure a second time at the end of the cell.
+    """
+    path = figure_path(notebook, dataset, name, profile)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=DPI, bbox_inches="tight", format="png")
+    png = buf.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")
+        tmp.write_bytes(png)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+    if _in_kernel():
+        from IPython.display import Image, display
+
+        display(Image(data=png, format="png"))
+    plt.close(fig)
 
 
 def class_counts(manifest: pd.DataFrame, label: str = "label", split: str | None = "split",

@@ -3,11 +3,12 @@
     python -m lib.run --profile cpu --dataset six_emotions fer2013 [--only 00,01] [--html]
                       [--jobs N]
 
-Executed copies go to reports/<profile>/<dataset>/; result rows to results/; figures to
-figures/. Stops at the first failing notebook and names the failing cell. Summary notebooks
-(`*_summary`) read every dataset's results, so they run after all the others. Without a GPU,
-all datasets run side by side (one process per dataset, the cores split between them):
-small CPU models scale poorly across threads, so this is faster than one dataset at a time.
+Executed copies go to reports/<profile>/<dataset>/; result rows to results/<profile>/;
+figures to figures/<profile>/. Stops at the first failing notebook and names the failing cell.
+Summary notebooks (`*_summary`) read every dataset's results, so they run after all the others.
+Without a GPU, all datasets run side by side (one process per dataset, the cores split
+between them): small CPU models scale poorly across threads, so this is faster than one
+dataset at a time.
 """
 from __future__ import annotations
 
@@ -58,13 +59,22 @@ def _prepare_env() -> None:
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 
 
+def rel(path: Path | str) -> str:
+    """`path` relative to the project root when it lies inside it (printed output names no
+    machine's folders), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(config.ROOT.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _failure_message(nb: Path, out: Path, err: Exception) -> str:
     cell = getattr(err, "cell_index", None)
     ename = getattr(err, "ename", type(err).__name__)
     evalue = getattr(err, "evalue", str(err))
     where = f"cell {cell}" if cell is not None else "unknown cell"
     return (f"\nFAILED: {nb.name}, {where}: {ename}: {evalue}\n"
-            f"partial output with the traceback: {out}\n")
+            f"partial output with the traceback: {rel(out)}\n")
 
 
 def run_notebook(nb: Path, profile: config.Profile, dataset: str, html: bool = False) -> float:
@@ -170,7 +180,7 @@ def run_parallel(datasets: list[str], nbs: list[Path], profile: config.Profile, 
         log = log_dir / f"{profile.name}_{ds}.log"
         cmd = [sys.executable, "-m", "lib.run", "--profile", profile.name, "--dataset", ds,
                "--only", only, "--jobs", "1", *(["--html"] if html else [])]
-        print(f"[{ds}] started ({threads} thread(s)); log: {log}", flush=True)
+        print(f"[{ds}] started ({threads} thread(s)); log: {rel(log)}", flush=True)
         with log.open("w") as out:
             rc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 cwd=config.ROOT).returncode
@@ -185,7 +195,7 @@ def run_parallel(datasets: list[str], nbs: list[Path], profile: config.Profile, 
                 print("".join(log.read_text(errors="replace").splitlines(True)[-15:]),
                       file=sys.stderr, flush=True)
     if failed:
-        print(f"FAILED datasets: {failed} (logs in {log_dir})", file=sys.stderr)
+        print(f"FAILED datasets: {failed} (logs in {rel(log_dir)})", file=sys.stderr)
         raise SystemExit(1)
     from lib import results
 
@@ -212,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     _prepare_env()
     nbs = notebooks(args.only.split(",") if args.only else None)
     if not nbs:
-        raise SystemExit(f"no notebooks found in {NOTEBOOKS_DIR}")
+        raise SystemExit(f"no notebooks found in {rel(NOTEBOOKS_DIR)}")
     first, last = [nb for nb in nbs if not is_summary(nb)], [nb for nb in nbs if is_summary(nb)]
     jobs = args.jobs or default_jobs(len(args.dataset))
     t_all = time.perf_counter()

@@ -1,11 +1,16 @@
 """Leaderboards across notebooks, and the README results table generated from result rows.
 
-    python -m lib.summary [--profile cpu]     # rewrites the block between the README markers
+    python -m lib.summary [--profile cpu]     # rewrites that profile's part of the README block
+
+The block between the README markers holds one section per profile, each opened by its own
+marker (`<!-- results:cpu -->`); a run rewrites only its own profile's section, so a gpu run
+never replaces the cpu rows. The smoke profile is never written to the README.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -14,6 +19,10 @@ from lib import config, results
 
 METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+SECTION = re.compile(r"^<!-- results:(\w+) -->$", re.M)  # opens one profile's section
+NOT_IN_README = ("smoke",)  # test-sized runs: their numbers mean nothing to a reader
+# the block written before per-profile sections held only the cpu table (the README said so)
+LEGACY_PROFILE = "cpu"
 
 
 KEYS = ["dataset", "notebook", "experiment", "variant", "model"]
@@ -112,15 +121,43 @@ def _theirs(ref: pd.DataFrame) -> str:
     return "; ".join(out) or "–"
 
 
+def sections(block: str) -> dict[str, str]:
+    """{profile: its section's text} of the README block; text before any section marker (the
+    older single-table block) counts as LEGACY_PROFILE's."""
+    parts = SECTION.split(block)
+    out = {LEGACY_PROFILE: _titled(LEGACY_PROFILE, parts[0].strip())} if parts[0].strip() else {}
+    for name, text in zip(parts[1::2], parts[2::2]):
+        if name not in NOT_IN_README:  # one written by hand, or by an older lib.summary
+            out[name] = text.strip()
+    return out
+
+
+def render_block(found: dict[str, str]) -> str:
+    """The block's text: sections in PROFILES order (others after, as found)."""
+    order = [p for p in config.PROFILES if p in found] + [p for p in found
+                                                          if p not in config.PROFILES]
+    return "\n\n".join(f"<!-- results:{p} -->\n{found[p]}" for p in order)
+
+
+def _titled(profile: str, table: str) -> str:
+    """A section's text: a line naming the profile and where its rows live, then the table."""
+    return f"Profile `{profile}` (`results/{profile}/`):\n\n{table}"
+
+
 def update_readme(profile: str = "cpu") -> bool:
-    """Rewrite the README block between the markers; True when the README changed."""
+    """Rewrite this profile's section of the README block (the smoke profile: nothing); True
+    when the README changed."""
+    if profile in NOT_IN_README:
+        return False
     path = config.ROOT / "README.md"
     text = path.read_text(encoding="utf-8")
     if START not in text or END not in text:
         raise ValueError(f"README has no {START} ... {END} block")
     head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{readme_table(profile)}\n{END}{tail}"
+    block, tail = rest.split(END, 1)
+    found = sections(block)
+    found[profile] = _titled(profile, readme_table(profile))
+    new = f"{head}{START}\n{render_block(found)}\n{END}{tail}"
     if new == text:
         return False
     tmp = path.with_suffix(".md.tmp")
@@ -130,7 +167,13 @@ def update_readme(profile: str = "cpu") -> bool:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--profile", default="cpu")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=sorted(config.PROFILES), default=None,
+                    help="default: gpu when CUDA is present, else cpu")
     a = ap.parse_args()
-    print("README updated" if update_readme(a.profile) else "README unchanged")
+    name = a.profile or config.default_profile()
+    if name in NOT_IN_README:
+        print(f"README unchanged: profile {name!r} is never written to the README")
+    else:
+        print("README updated" if update_readme(name) else "README unchanged")

@@ -32,6 +32,9 @@ def _isolated_outputs(monkeypatch, tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("FER_SPLITS_DIR", str(base / "splits"))
     monkeypatch.setenv("FER_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("FER_STORE_DIR", str(tmp_path_factory.mktemp("store")))  # per test
+    monkeypatch.delenv("FER_CKPT_DIR", raising=False)
+    monkeypatch.delenv("FER_STORE_TRAIN", raising=False)
 
 
 @pytest.fixture

@@ -99,3 +99,17 @@ def test_cuda_matches_cpu():
         a = augment.apply(name, x, gen(7))
         b = augment.apply(name, x.cuda(), gen(7)).cpu()
         assert (a.int() - b.int()).abs().max() <= 1, name
+
+
+def test_shift_moves_whole_pixels_only():
+    import torch.nn.functional as F
+
+    x = torch.randint(0, 256, (6, 1, 24, 24), generator=torch.Generator().manual_seed(0),
+                      dtype=torch.uint8)
+    out = augment.op_shift(x.float(), torch.Generator().manual_seed(1), 1.0)
+    m = 2  # 1/12 of 24 px
+    pad = F.pad(x.float(), (m, m, m, m), mode="reflect")
+    for i in range(len(x)):  # each output is one integer window of the reflect-padded input
+        assert any(torch.equal(out[i, 0], pad[i, 0, dy:dy + 24, dx:dx + 24])
+                   for dy in range(2 * m + 1) for dx in range(2 * m + 1))
+    assert torch.equal(augment.op_shift(x.float(), None, 0.0), x.float())

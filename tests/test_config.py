@@ -46,3 +46,36 @@ def test_seed_everything_repeats():
     a = torch.rand(4)
     config.seed_everything(3)
     assert torch.equal(a, torch.rand(4))
+
+
+def test_data_root_rule(monkeypatch, tmp_path):
+    """$FER_DATA_ROOT, else <root>/../shared/data when it exists, else <root>/data/raw."""
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.setattr(config, "ROOT", root)
+    monkeypatch.delenv("FER_DATA_ROOT", raising=False)
+    assert config.paths().data_root == root / "data" / "raw"
+    shared = tmp_path / "shared" / "data"
+    shared.mkdir(parents=True)
+    assert config.paths().data_root == shared
+    monkeypatch.setenv("FER_DATA_ROOT", "")  # empty counts as unset
+    assert config.paths().data_root == shared
+    monkeypatch.setenv("FER_DATA_ROOT", str(tmp_path / "elsewhere"))
+    assert config.paths().data_root == tmp_path / "elsewhere"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FER_DATA_ROOT", "rel")  # relative: to the working directory
+    assert config.paths().data_root == (tmp_path / "rel").resolve()
+
+
+def test_active_profile_is_the_last_resolved(monkeypatch):
+    monkeypatch.setattr(config, "_ACTIVE_PROFILE", None)
+    assert config.active_profile() == config.default_profile()
+    config.get_profile("smoke", IMG_SIZE=32)
+    assert config.active_profile() == "smoke"
+    with pytest.raises(ValueError):
+        config.get_profile("tpu")
+    with pytest.raises(ValueError):
+        config.get_profile("gpu", LEARNING_RATE=1)
+    assert config.active_profile() == "smoke"  # a failed resolution changes nothing
+    config.get_profile("gpu")
+    assert config.active_profile() == "gpu"

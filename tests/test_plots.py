@@ -1,5 +1,8 @@
-"""lib.plots: every helper runs on tiny inputs and savefig writes a real PNG under figures/."""
+"""lib.plots: every helper runs on tiny inputs; savefig writes a real PNG under
+figures/<profile>/ and shows it when run in a kernel."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import matplotlib
 
@@ -11,7 +14,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lib import metrics, plots  # noqa: E402
+from lib import config, metrics, plots  # noqa: E402
 
 CLASSES = ["anger", "happiness", "sadness"]
 rng = np.random.default_rng(0)
@@ -22,6 +25,7 @@ P = metrics.softmax(rng.normal(size=(60, 3)) + 2 * np.eye(3)[Y])
 @pytest.fixture(autouse=True)
 def figdir(tmp_path, monkeypatch):
     monkeypatch.setenv("FER_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setattr(config, "_ACTIVE_PROFILE", None)  # restored: get_profile sets it
     yield tmp_path / "figures"
     plt.close("all")
 
@@ -81,12 +85,57 @@ CASES = {
 def test_helper_makes_png(name, figdir):
     fig = CASES[name]()
     assert isinstance(fig, matplotlib.figure.Figure)
-    path = plots.savefig(fig, "00_eda", "fer2013", name)
-    assert path == figdir / "00_eda" / "fer2013" / f"{name}.png"
+    assert plots.savefig(fig, "00_eda", "fer2013", name) is None  # a cell echoes no path
+    path = figdir / config.default_profile() / "00_eda" / "fer2013" / f"{name}.png"
     data = path.read_bytes()
     assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert plt.fignum_exists(fig.number)  # savefig does not close the figure
+    assert not plt.fignum_exists(fig.number)  # closed: an inline backend won't draw it twice
     assert not list(figdir.rglob("*.tmp.png"))
+
+
+def test_figures_follow_the_active_profile(figdir):
+    config.get_profile("smoke")
+    assert config.active_profile() == "smoke"
+    plots.savefig(CASES["heatmap"](), "03_capacity", "six_emotions", "cross")
+    plots.savefig(CASES["heatmap"](), "03_capacity", "six_emotions", "cross", profile="gpu")
+    assert (figdir / "smoke" / "03_capacity" / "six_emotions" / "cross.png").is_file()
+    assert (figdir / "gpu" / "03_capacity" / "six_emotions" / "cross.png").is_file()
+    assert plots.figure_path("a", "b", "c", profile="cpu") == figdir / "cpu" / "a" / "b" / "c.png"
+
+
+def test_savefig_shows_the_saved_png_in_a_kernel(figdir, monkeypatch):
+    import IPython.display
+
+    assert not plots._in_kernel()  # pytest is no kernel
+    shown = []
+    monkeypatch.setattr(plots, "_in_kernel", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    plots.savefig(CASES["roc"](), "01_baseline", "fer2013", "roc", profile="cpu")
+    (img,) = shown
+    assert isinstance(img, IPython.display.Image) and img.format == "png"
+    assert img.data == (figdir / "cpu" / "01_baseline" / "fer2013" / "roc.png").read_bytes()
+    monkeypatch.setattr(plots, "_in_kernel", lambda: False)
+    plots.savefig(CASES["roc"](), "01_baseline", "fer2013", "roc", profile="cpu")
+    assert len(shown) == 1  # plain Python: saved only
+
+
+def test_missing_bundled_fonts_are_added(monkeypatch):
+    """A font list without matplotlib's own fonts (a stale per-user cache) made every log axis
+    log findfont warnings into the reports; the import of lib.plots adds them back."""
+    from matplotlib import font_manager
+
+    fm = font_manager.fontManager
+    bundled = str(Path(matplotlib.get_data_path()))
+    monkeypatch.setattr(fm, "ttflist", [f for f in fm.ttflist if not f.fname.startswith(bundled)])
+    fm._findfont_cached.cache_clear()
+    try:
+        with pytest.raises(ValueError):
+            font_manager.findfont("STIXGeneral", fallback_to_default=False)
+        assert plots.ensure_bundled_fonts() > 0
+        assert font_manager.findfont("STIXGeneral", fallback_to_default=False).startswith(bundled)
+        assert plots.ensure_bundled_fonts() == 0  # nothing missing: nothing added
+    finally:
+        fm._findfont_cached.cache_clear()  # the restored list must not see these lookups
 
 
 def test_titles_carry_the_numbers():
@@ -106,3 +155,5 @@ def test_savefig_rejects_bad_names():
     fig, _ = plt.subplots()
     with pytest.raises(ValueError):
         plots.savefig(fig, "00_eda", "fer2013", "../escape")
+    with pytest.raises(ValueError):
+        plots.savefig(fig, "00_eda", "fer2013", "ok", profile="../cpu")

@@ -1,4 +1,8 @@
-"""The runner: notebook selection, parameter injection, failure reporting."""
+"""The runner: notebook selection, parameter injection, failure reporting, what reports show."""
+import os
+import sys
+from pathlib import Path
+
 import pytest
 
 from lib import config, run
@@ -11,11 +15,12 @@ def test_only_selects_by_number():
         run.notebooks(["99"])
 
 
-def test_parameters_are_the_declared_subset():
-    nb = run.notebooks(["01"])[0]
+def test_parameters_are_the_declared_subset(tmp_path):
+    # a notebook of its own: which knobs the real notebooks declare changes with them
+    nb = tmp_path / "01_x.ipynb"
+    _tiny_notebook(nb, "pass", parameters='PROFILE = None\nDATASET = "none"\nSEEDS = None')
     params = run.parameters_for(nb, config.get_profile("smoke"), "six_emotions")
-    assert params["PROFILE"] == "smoke" and params["DATASET"] == "six_emotions"
-    assert params["SEEDS"] == [0] and "FEW_SHOT_K" not in params
+    assert params == {"PROFILE": "smoke", "DATASET": "six_emotions", "SEEDS": [0]}
 
 
 def test_failure_message_names_cell_and_output(tmp_path):
@@ -25,12 +30,12 @@ def test_failure_message_names_cell_and_output(tmp_path):
     assert "cell 7" in msg and "ValueError: boom" in msg and "out.ipynb" in msg
 
 
-def _tiny_notebook(path, body: str) -> None:
+def _tiny_notebook(path, body: str, parameters: str = 'DATASET = "none"') -> None:
     import nbformat
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('DATASET = "none"')
+    params = nbformat.v4.new_code_cell(parameters)
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, str(path))
@@ -82,3 +87,60 @@ def test_default_jobs(monkeypatch):
     assert run.default_jobs(3) == 3 and run.default_jobs(1) == 1
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert run.default_jobs(3) == 1
+
+
+def test_printed_paths_are_relative_to_the_project():
+    assert run.rel(config.ROOT / "runs" / "cpu_fer2013.log") == os.path.join("runs",
+                                                                           "cpu_fer2013.log")
+    assert run.rel("/elsewhere/x.log") == "/elsewhere/x.log"  # outside the project: as given
+    msg = run._failure_message(run.NOTEBOOKS_DIR / "01_baseline.ipynb",
+                               config.ROOT / "reports" / "cpu" / "d" / "01_baseline.ipynb",
+                               ValueError("boom"))
+    assert str(config.ROOT) not in msg and "reports/cpu/d/01_baseline.ipynb" in msg
+
+
+def test_headless_bars_print_one_line(capsys):
+    from lib.progress import OneLineTqdm
+
+    bar = OneLineTqdm(range(30), desc="fit", unit="ep", leave=False)
+    for epoch in bar:
+        bar.set_postfix(loss="0.900", val_f1="0.412")
+        if epoch == 5:  # early stopping leaves the loop with break
+            break
+    bar.close()
+    bar.close()  # a second close prints nothing
+    list(OneLineTqdm(range(100), desc="decode", mininterval=1.0))
+    list(OneLineTqdm(range(3), desc="off", disable=True))
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert len(lines) == 2 and out.err == ""
+    assert lines[0].startswith("fit: 6/30 ep in 00:0") and lines[0].endswith(
+        ", loss=0.900, val_f1=0.412")
+    assert lines[1].startswith("decode: 100/100 it in ")
+
+
+def test_report_shows_figures_and_one_line_per_bar(tmp_path, monkeypatch):
+    """A kernel run as the runner runs it: the figure is an embedded PNG in the HTML (no
+    PosixPath echo), a bar leaves one line, and the figure lands under figures/<profile>/."""
+    nb = tmp_path / "00_t.ipynb"
+    _tiny_notebook(nb, "import matplotlib.pyplot as plt\n"
+                   "from lib import config, plots\n"
+                   "from lib.progress import tqdm\n"
+                   "P = config.get_profile('smoke')\n"
+                   "for _ in tqdm(range(3), desc='fit', unit='ep'):\n"
+                   "    pass\n"
+                   "fig, ax = plt.subplots()\n"
+                   "ax.plot([1, 100], [1, 1000]); ax.set_xscale('log')\n"
+                   "plots.savefig(fig, '00_t', DATASET, 'curve')")
+    monkeypatch.setenv("FER_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("FER_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("FER_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("FER_PLAIN_PROGRESS", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    run.run_notebook(nb, config.get_profile("smoke"), "d", html=True)
+    assert (tmp_path / "figures" / "smoke" / "00_t" / "d" / "curve.png").is_file()
+    html = (tmp_path / "reports" / "smoke" / "d" / "00_t.html").read_text(encoding="utf-8")
+    assert html.count('src="data:image/png;base64,') == 1  # shown once; alt= comes first
+    assert "PosixPath" not in html and "findfont" not in html
+    assert "fit: 3/3 ep in 00:0" in html and "it/s]" not in html and "ep/s]" not in html

@@ -54,3 +54,57 @@ def test_seed_studies_best_report_and_peer_reference_only():
              eval_classes="x|y")])
     assert summary._peer(peer, "f") == "0.600 (2 classes, n = 10)"
     assert summary._peer(peer, "other") == "–"
+
+
+README = """# t
+
+intro
+
+<!-- results:start -->
+| dataset | model |
+|---|---|
+| d | old_cpu_row |
+<!-- results:end -->
+
+## The series
+"""
+
+
+@pytest.fixture
+def readme(tmp_path, monkeypatch):
+    """A README in a tmp project root; readme_table gives '| <profile> rows |'."""
+    path = tmp_path / "README.md"
+    path.write_text(README, encoding="utf-8")
+    monkeypatch.setattr(summary.config, "ROOT", tmp_path)
+    monkeypatch.setattr(summary, "readme_table", lambda profile="cpu": f"| {profile} rows |")
+    return path
+
+
+def test_readme_rewrites_only_its_own_profile(readme):
+    assert summary.update_readme("gpu")
+    text = readme.read_text(encoding="utf-8")
+    # the older single-table block is kept as the cpu section, the gpu one added after it
+    assert "| d | old_cpu_row |" in text and "| gpu rows |" in text
+    assert text.index("<!-- results:cpu -->") < text.index("<!-- results:gpu -->")
+    assert text.startswith("# t\n\nintro\n\n") and text.endswith("<!-- results:end -->\n\n"
+                                                                 "## The series\n")
+    assert summary.update_readme("cpu")
+    text = readme.read_text(encoding="utf-8")
+    assert "old_cpu_row" not in text and "| cpu rows |" in text and "| gpu rows |" in text
+    assert not summary.update_readme("cpu")  # same rows: unchanged
+    assert readme.read_text(encoding="utf-8") == text
+
+
+def test_smoke_never_touches_the_readme(readme):
+    assert not summary.update_readme("smoke")
+    assert readme.read_text(encoding="utf-8") == README
+
+
+def test_sections_parse_and_render_round_trip():
+    block = ("\n<!-- results:gpu -->\nProfile `gpu`:\n\n| g |\n\n<!-- results:smoke -->\n| s |\n"
+             "<!-- results:cpu -->\nProfile `cpu`:\n\n| c |\n")
+    found = summary.sections(block)
+    assert list(found) == ["gpu", "cpu"] and found["cpu"] == "Profile `cpu`:\n\n| c |"
+    out = summary.render_block(found)
+    assert out.index("results:cpu") < out.index("results:gpu")  # PROFILES order
+    assert summary.sections(out) == found

@@ -1,0 +1,99 @@
+"""Findings written from result rows, so no sentence can contradict the numbers beside it.
+
+    lines = findings.arms(summary_table, floor=chance_hi, label="model")
+    lines += findings.comparisons(compare_table)
+    findings.show("Findings", lines)
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import pandas as pd
+
+TIE = 0.005  # |difference| of macro-F1 below which two arms are called a tie
+
+
+def p_text(p: float) -> str:
+    """'p = 0.012', or why there is no p-value."""
+    return "no test (one seed)" if p is None or p != p else f"p = {p:.3g}"
+
+
+def mean_sd(mean: float, sd: float, n: int, digits: int = 3) -> str:
+    """'0.512 ± 0.013 (3 seeds)' or '0.512 (1 seed)'."""
+    s = f"{mean:.{digits}f}"
+    if n > 1 and sd == sd:
+        s += f" ± {sd:.{digits}f}"
+    return s + f" ({n} seed{'s' if n != 1 else ''})"
+
+
+def arms(summary: pd.DataFrame, floor: float, label: str = "model",
+         metric: str = "macro_f1") -> list[str]:
+    """One sentence per arm of an aggregate() table (best first): its test metric with its
+    spread, and whether its mean clears `floor` (the chance interval's upper end)."""
+    df = summary.sort_values(f"{metric}_mean", ascending=False)
+    out = []
+    for _, r in df.iterrows():
+        name = str(r[label]) if isinstance(label, str) else " / ".join(str(r[c]) for c in label)
+        s = f"**{name}**: test {metric.replace('_', '-')} " \
+            f"{mean_sd(r[f'{metric}_mean'], r[f'{metric}_std'], int(r['n']))}"
+        if r[f"{metric}_mean"] <= floor:
+            s += f", **not above chance** (the chance interval reaches {floor:.3f})"
+        out.append(s + ".")
+    return out
+
+
+def below_chance(summary: pd.DataFrame, floor: float, label: str = "model",
+                 metric: str = "macro_f1") -> list[str]:
+    """Names of the arms whose mean does not clear the chance interval."""
+    return [str(r[label]) for _, r in summary.iterrows() if r[f"{metric}_mean"] <= floor]
+
+
+def comparisons(table: pd.DataFrame, metric: str = "macro_f1", alpha: float = 0.05) -> list[str]:
+    """One sentence per row of experiment.compare_table: the better side and the gap with
+    its test, a tie, or no evidence of a difference."""
+    out = []
+    for _, r in table.iterrows():
+        a, b = (r["comparison"].split(" vs ", 1) + ["B"])[:2]
+        diff, p = float(r["diff"]), float(r["primary_p"])
+        test = "paired t-test over seeds" if r["seeds"] >= 2 else "paired bootstrap, one seed"
+        if p < alpha and abs(diff) >= TIE:
+            better, worse = (a, b) if diff > 0 else (b, a)
+            out.append(f"{better} beats {worse} by {abs(diff):.3f} {metric.replace('_', '-')} "
+                       f"({test}, {p_text(p)}).")
+        elif abs(diff) < TIE:
+            out.append(f"{a} and {b} tie (difference {diff:+.3f}, {test}, {p_text(p)}).")
+        else:
+            out.append(f"{a} vs {b}: no evidence of a difference (difference {diff:+.3f}, "
+                       f"{test}, {p_text(p)}).")
+    return out
+
+
+def chosen(summary_val: pd.DataFrame, summary_test: pd.DataFrame, label: str = "model",
+           metric: str = "macro_f1") -> str:
+    """The arm with the best validation mean and its test number (the test touched once)."""
+    best = summary_val.sort_values(f"{metric}_mean", ascending=False).iloc[0][label]
+    t = summary_test[summary_test[label] == best].iloc[0]
+    return (f"Chosen on validation: **{best}**, test {metric.replace('_', '-')} "
+            f"{mean_sd(t[f'{metric}_mean'], t[f'{metric}_std'], int(t['n']))}, balanced "
+            f"accuracy {t['balanced_accuracy_mean']:.3f}, accuracy {t['accuracy_mean']:.3f}.")
+
+
+def markdown(lines: Iterable[str], title: str | None = None) -> str:
+    body = "\n".join(f"- {line}" for line in lines if line)
+    return (f"**{title}**\n\n" if title else "") + body
+
+
+def show(lines: Iterable[str], title: str | None = None) -> None:
+    """Display the sentences as a Markdown list (in a notebook) or print them."""
+    text = markdown(lines, title)
+    try:
+        from IPython.display import Markdown, display
+
+        display(Markdown(text))
+    except ImportError:  # plain python
+        print(text)
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

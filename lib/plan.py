@@ -1,0 +1,241 @@
+"""One compute plan: every fit the series trains, declared once, per notebook and arm.
+
+    python -m lib.plan --profile cpu [--dataset D ...]            # stored / missing + estimate
+    python -m lib.plan --profile cpu --train [--dataset D] [--jobs 2]
+
+Notebooks ask for their arms here (`plan.arm(P, DATASET, "01.small_cnn")`) and get the fits
+from the store (`lib.store`), so an arm two notebooks share is trained once. Recipes are per
+model family: native input (48 px grayscale for the grayscale datasets, RGB at
+`P.backbone_size` for ImageNet backbones), a cosine schedule over `P.max_epochs` with early
+stopping on validation macro-F1 (`P.patience`), never a cut-short budget.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lib import config
+from lib.store import FitSpec
+
+# grayscale datasets train at their native 48 px, one channel (fer2013 is 48 px gray; the
+# others are mostly gray faces): 1.8x less compute than 64 px RGB for the same accuracy
+NATIVE_GRAY = ("fer2013", "facial_expressions", "ckplus48")
+SMALL_CNNS = ("small_cnn", "wider_cnn", "conv4net")
+BACKBONES = ("mobilenet_v2", "resnet18", "efficientnet_b0", "convnextv2_tiny", "inception_v3",
+             "vit_small")
+# training sets of more than 5,000 images (fer2013 28,709; facial_expressions about 9,600)
+# get the profile's `large_epochs` cap
+LARGE = ("fer2013", "facial_expressions")
+IMAGENET_OFFLINE = ("mobilenet_v2",)  # ImageNet weights that install offline (lib.weights)
+# training images per second on one thread of the 2-core dev machine (lib.bench train),
+# used until the store has measured fits of a model
+DEFAULT_IPS = {"small_cnn": 300.0, "wider_cnn": 160.0, "conv4net": 100.0,
+               "mobilenet_v2": 40.0, "resnet18": 25.0}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a notebook: its fits (one per seed) and why it has that many seeds."""
+
+    notebook: str
+    name: str
+    specs: tuple[FitSpec, ...]
+    note: str = ""
+
+
+def input_for(P: config.Profile, dataset: str, model: str) -> tuple[int, int]:
+    """(img_size, channels) a model trains at on a dataset."""
+    if model in SMALL_CNNS:
+        return (48, 1) if dataset in NATIVE_GRAY else (P.img_size, 3)
+    return P.backbone_size, 3
+
+
+def recipe(P: config.Profile, dataset: str, model: str, study: str = "common") -> dict:
+    """train.Config fields of a fit. `study`:
+    'study000': study 000's baseline (AdamW 1e-3, weight decay 1e-4, class-weighted CE with
+    label smoothing 0.05, no augmentation); 'common': the capacity study's shared recipe,
+    study 000's plus augmentation (integer shift + flip at 48 px, crop/flip/rotate/jitter
+    on RGB photos) and, for ImageNet-initialised backbones, half the learning rate."""
+    epochs = P.large_epochs if dataset in LARGE and P.large_epochs else P.max_epochs
+    base = dict(epochs=epochs, lr=1e-3, weight_decay=1e-4, loss="ce", label_smoothing=0.05,
+                class_weights="balanced", patience=P.patience, batch_size=P.batch_size,
+                schedule="cosine", augment="none")
+    if study == "study000":
+        return base
+    if study != "common":
+        raise ValueError(f"unknown recipe {study!r}")
+    gray_small = model in SMALL_CNNS and dataset in NATIVE_GRAY
+    base["augment"] = "shift" if gray_small else "standard"
+    if P.pretrained and model in IMAGENET_OFFLINE:
+        base["lr"] = 5e-4  # fine-tuning: full lr 1e-3 undoes the ImageNet features at first
+    return base
+
+
+def _specs(P, dataset, model, seeds, study="common", **kw) -> tuple[FitSpec, ...]:
+    size, ch = input_for(P, dataset, model)
+    pre = bool(P.pretrained and model in IMAGENET_OFFLINE)
+    return tuple(FitSpec(model, recipe(P, dataset, model, study), s, size, ch, pretrained=pre,
+                         **kw) for s in seeds)
+
+
+def arms(P: config.Profile, dataset: str) -> list[Arm]:
+    """Every arm of the series on one dataset, in training order."""
+    seeds, one = tuple(P.seeds), tuple(P.seeds[:1])
+    out = [
+        Arm("01_baseline", "01.small_cnn", _specs(P, dataset, "small_cnn", seeds, "study000"),
+            "study 000's SmallCNN and recipe, every seed"),
+        Arm("01_baseline", "01.label_shuffle",
+            _specs(P, dataset, "small_cnn", one, "study000", subset="label_shuffle"),
+            "study 002's sanity check: one seed is enough to show chance"),
+    ]
+    for m in SMALL_CNNS:
+        out.append(Arm("03_capacity", f"03.{m}", _specs(P, dataset, m, seeds), "every seed"))
+    for m in P.backbones:
+        pre = P.pretrained and m in IMAGENET_OFFLINE
+        many = pre or P.name == "gpu"
+        note = "every seed" if many else "one seed: a scratch backbone costs 3-10x a small CNN on a CPU"
+        out.append(Arm("03_capacity", f"03.{m}", _specs(P, dataset, m, seeds if many else one),
+                       note))
+    return out
+
+
+def arm(P: config.Profile, dataset: str, name: str) -> Arm:
+    """One arm by name (e.g. '03.conv4net')."""
+    found = {a.name: a for a in arms(P, dataset)}
+    if name not in found:
+        raise KeyError(f"no arm {name!r} in the plan for {dataset}; have {sorted(found)}")
+    return found[name]
+
+
+def arms_of(P: config.Profile, dataset: str, notebook: str) -> list[Arm]:
+    return [a for a in arms(P, dataset) if a.notebook == notebook]
+
+
+# ---------------------------------------------------------------- status and training --
+def _splits(P: config.Profile, dataset: str):
+    from lib import data
+
+    return data.load_splits(dataset, max_per_class=P.max_per_class, seed=P.seeds[0])
+
+
+def status(P: config.Profile, dataset: str) -> pd.DataFrame:
+    """One row per planned fit: notebook, arm, model, seed, input, stored?, estimated seconds."""
+    from lib import store
+
+    splits = _splits(P, dataset)
+    measured = store.records(P.name)
+    ips = measured.groupby(["model", "img_size"])["images_per_s"].median().to_dict() \
+        if not measured.empty else {}
+    rows = []
+    for a in arms(P, dataset):
+        for spec in a.specs:
+            rec, data3, key = store.lookup(spec, splits, P.name)
+            rate = ips.get((spec.model, spec.img_size), DEFAULT_IPS.get(spec.model, 30.0))
+            est = len(data3[0]) * spec.recipe["epochs"] / rate
+            rows.append({"dataset": dataset, "notebook": a.notebook, "arm": a.name,
+                         "model": spec.model, "seed": spec.seed, "subset": spec.subset,
+                         "input": f"{spec.img_size}px x{spec.channels}", "n_train": len(data3[0]),
+                         "stored": rec.exists(), "estimate_s": 0.0 if rec.exists() else est,
+                         "key": key})
+    return pd.DataFrame(rows)
+
+
+def _claim(lock: Path) -> bool:
+    """Take a fit for this process (lock file with our pid); a dead owner's lock is taken over."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(lock.read_text() or 0), 0)
+            return False
+        except (ProcessLookupError, ValueError):
+            lock.unlink(missing_ok=True)
+            return _claim(lock)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def train_missing(P: config.Profile, datasets: list[str], notebooks: list[str] | None = None,
+                  arm_names: list[str] | None = None) -> int:
+    """Train every missing fit of the plan (skipping fits another process holds); returns
+    how many this process trained."""
+    from lib import store
+
+    done = 0
+    for dataset in datasets:
+        splits = _splits(P, dataset)
+        for a in arms(P, dataset):
+            if (notebooks and a.notebook[:2] not in notebooks) or (arm_names and a.name not in arm_names):
+                continue
+            for spec in a.specs:
+                rec, _, key = store.lookup(spec, splits, P.name)
+                lock = store.checkpoint_dir(P.name, dataset) / f"{rec.stem}.lock"
+                if rec.exists() or not _claim(lock):
+                    continue
+                try:
+                    t0 = time.perf_counter()
+                    if not rec.exists():  # another process may have finished it meanwhile
+                        store.fit(spec, splits, P.name, train_missing=True)
+                        done += 1
+                        print(f"plan: {dataset} {a.name} seed {spec.seed} done in "
+                              f"{time.perf_counter() - t0:.0f} s -> {rec.name}", flush=True)
+                finally:
+                    lock.unlink(missing_ok=True)
+    return done
+
+
+def _workers(args, jobs: int) -> int:
+    """`jobs` copies of this command, one thread each, sharing the work through lock files."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "lib.plan", "--train", "--jobs", "1", "--profile", args.profile,
+           "--dataset", *args.dataset] + (["--only", args.only] if args.only else []) + \
+        (["--arm", *args.arm] if args.arm else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FER_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(jobs)]
+    return max(p.wait() for p in procs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib.plan", description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default=None)
+    ap.add_argument("--dataset", nargs="+", default=["six_emotions", "facial_expressions",
+                                                     "fer2013"])
+    ap.add_argument("--only", default=None, help="notebook numbers, e.g. 01,03")
+    ap.add_argument("--arm", nargs="+", default=None, help="only these arms, e.g. 03.conv4net")
+    ap.add_argument("--train", action="store_true", help="train the missing fits")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes (1 thread each)")
+    args = ap.parse_args(argv)
+    P = config.get_profile(args.profile)
+    args.profile = P.name
+    only = [o.strip().zfill(2) for o in args.only.split(",")] if args.only else None
+    if os.environ.get("FER_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["FER_THREADS"]))
+    if args.train:
+        if args.jobs > 1:
+            return _workers(args, args.jobs)
+        train_missing(P, args.dataset, only, args.arm)
+    frames = [status(P, d) for d in args.dataset]
+    df = pd.concat(frames, ignore_index=True)
+    if only:
+        df = df[df["notebook"].str[:2].isin(only)]
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        print(df.drop(columns=["key"]).to_string(index=False))
+    for d, g in df.groupby("dataset", sort=False):
+        print(f"{d}: {int(g['stored'].sum())} of {len(g)} fits stored; missing about "
+              f"{g['estimate_s'].sum() / 3600:.1f} h of one-thread training")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""The notebooks' loops over arms, seeds and baselines, as plain functions over the plan
+and the fit store, so a notebook cell is one call and a table.
+
+    arms = studies.fits(P, DATASET, splits, "03_capacity")      # {arm name: [Run, ...]}
+    rows = studies.arm_rows(arms, experiment="capacity")
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lib import classical, experiment, metrics, plan, results, store
+
+
+def fits(P, dataset: str, splits, notebook: str, names: tuple[str, ...] | None = None) -> dict:
+    """{arm name: runs} for a notebook's arms in the plan, from the store (training what is
+    missing unless FER_STORE_TRAIN=0; then an arm keeps only its stored seeds, and an arm
+    without any is left out and listed by `missing`)."""
+    out = {}
+    for a in plan.arms_of(P, dataset, notebook):
+        if names and a.name not in names:
+            continue
+        runs = []
+        for spec in a.specs:
+            try:
+                runs.append(store.fit(spec, splits, P.name, P.bootstrap))
+            except store.MissingFit:
+                continue
+        if runs:
+            out[a.name] = runs
+    return out
+
+
+def missing(P, dataset: str, splits, notebook: str) -> pd.DataFrame:
+    """The planned fits of a notebook that are not in the store (arm, model, seed)."""
+    rows = [{"arm": a.name, "model": s.model, "seed": s.seed}
+            for a in plan.arms_of(P, dataset, notebook) for s in a.specs
+            if not store.has(s, splits, P.name)]
+    return pd.DataFrame(rows, columns=["arm", "model", "seed"])
+
+
+def variant(run: experiment.Run) -> str:
+    """'imagenet_shift', 'scratch_none', ...: the initialisation and augmentation of a fit."""
+    spec = store.read(run.record)[0]["spec"] if run.record else {}
+    init = "imagenet" if spec.get("pretrained") else "scratch"
+    return f"{init}_{spec.get('recipe', {}).get('augment', '-')}"
+
+
+def arm_rows(arms: dict, experiment_name: str) -> list[dict]:
+    """Result rows of every run of every arm (val and test), the arm's variant named."""
+    rows = []
+    for runs in arms.values():
+        rows += experiment.rows(runs, experiment=experiment_name, variant=variant(runs[0]))
+    return rows
+
+
+def classical_rows(data: tuple, classes, bootstrap: int) -> list[dict]:
+    """kNN on standardised pixels (k = 101, study 003) and HOG + a linear classifier, each
+    fitted once on train (deterministic given the split) and scored on val and test."""
+    train_ds, val_ds, test_ds = data
+    rows = []
+    for name, clf in (("knn_pixels_k101", classical.KNNPixels(k=101)),
+                      ("hog_linear", classical.HOGLinear())):
+        clf.fit(train_ds)
+        for split, ds in (("val", val_ds), ("test", test_ds)):
+            rep = metrics.evaluate(ds.labels.numpy(), clf.predict_proba(ds), classes,
+                                   bootstrap=bootstrap, seed=0)
+            rows.append(results.row(rep, experiment="classical", model=name, variant="-",
+                                    seed=0, split=split))
+    return rows
+
+
+def chance(train_labels, test_labels, classes, bootstrap: int, seed: int = 0) -> pd.DataFrame:
+    """00_eda's chance rows on this test split: always the majority class, and guessing with
+    the training prior (its bootstrap interval is the chance interval a model must clear)."""
+    k = len(classes)
+    prior = np.bincount(np.asarray(train_labels), minlength=k) / len(train_labels)
+    y = np.asarray(test_labels)
+    guess = np.random.default_rng(seed).choice(k, len(y), p=prior)
+    rows = []
+    for name, pred in (("majority", np.full(len(y), int(prior.argmax()))), ("prior_guess", guess)):
+        rep = metrics.evaluate(y, np.eye(k)[pred], list(classes), bootstrap=bootstrap, seed=seed)
+        rows.append(results.row(rep, experiment="chance", model=name, variant="-", seed=seed,
+                                split="test"))
+    return pd.DataFrame(rows)
+
+
+def summary(rows, split: str = "test", by=("experiment", "model")) -> pd.DataFrame:
+    """Mean, std and n over seeds per group, with 'mean ± std' strings for the main metrics."""
+    df = pd.DataFrame(rows)
+    df = df[df["split"] == split]
+    out = metrics.aggregate(df, by=list(by), metrics=("accuracy", "balanced_accuracy", "macro_f1"))
+    for m in ("macro_f1", "balanced_accuracy", "accuracy"):
+        out[m] = metrics.fmt_mean_std(out, m)
+    return out
+
+
+def versus(arms: dict, ref: str, split: str = "test", bootstrap: int = 1000) -> pd.DataFrame:
+    """Every arm against the reference arm (runs matched by seed): experiment.compare_table."""
+    pairs = {f"{name.split('.', 1)[-1]} vs {ref.split('.', 1)[-1]}": (runs, arms[ref])
+             for name, runs in arms.items() if name != ref}
+    return experiment.compare_table(pairs, split=split, bootstrap=bootstrap) if pairs else \
+        pd.DataFrame()

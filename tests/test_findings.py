@@ -1,0 +1,44 @@
+"""Findings sentences from constructed rows: a clear win, a tie, no evidence, below chance."""
+import pandas as pd
+
+from lib import findings
+
+
+def table(**arms):
+    rows = [{"model": k, "macro_f1_mean": m, "macro_f1_std": s, "n": n,
+             "balanced_accuracy_mean": m, "accuracy_mean": m} for k, (m, s, n) in arms.items()]
+    return pd.DataFrame(rows)
+
+
+def test_arms_name_the_ones_below_chance():
+    lines = findings.arms(table(a=(0.60, 0.01, 3), b=(0.10, 0.02, 3)), floor=0.15)
+    assert lines[0].startswith("**a**") and "0.600 ± 0.010 (3 seeds)" in lines[0]
+    assert "not above chance" not in lines[0]
+    assert "**not above chance**" in lines[1] and "0.150" in lines[1]
+    assert findings.below_chance(table(a=(0.6, 0, 1), b=(0.1, 0, 1)), 0.15) == ["b"]
+
+
+def cmp(diff, p, seeds=3):
+    return pd.DataFrame([{"comparison": "x vs y", "diff": diff, "primary_p": p, "seeds": seeds}])
+
+
+def test_comparisons_win_tie_and_no_evidence():
+    assert findings.comparisons(cmp(0.05, 0.01)) == [
+        "x beats y by 0.050 macro-f1 (paired t-test over seeds, p = 0.01)."]
+    assert "y beats x" in findings.comparisons(cmp(-0.05, 0.01))[0]
+    assert "tie" in findings.comparisons(cmp(0.001, 0.5))[0]
+    line = findings.comparisons(cmp(0.04, 0.3, seeds=1))[0]
+    assert "no evidence of a difference" in line and "one seed" in line
+
+
+def test_chosen_reads_validation_and_reports_test():
+    val = table(a=(0.5, 0, 3), b=(0.6, 0, 3))
+    test = table(a=(0.55, 0.01, 3), b=(0.52, 0.02, 3))
+    s = findings.chosen(val, test)
+    assert "**b**" in s and "0.520 ± 0.020" in s  # chosen on validation, test reported as is
+
+
+def test_sentences_differ_when_numbers_differ():
+    a = findings.arms(table(m=(0.41, 0.01, 3)), 0.2)
+    b = findings.arms(table(m=(0.62, 0.03, 3)), 0.2)
+    assert a != b

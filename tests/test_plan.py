@@ -1,0 +1,56 @@
+"""The compute plan: arms, native inputs, recipes, status and training what is missing."""
+import pytest
+
+from lib import config, plan, store
+
+CPU, SMOKE = config.get_profile("cpu"), config.get_profile("smoke")
+
+
+def test_native_inputs():
+    assert plan.input_for(CPU, "fer2013", "conv4net") == (48, 1)
+    assert plan.input_for(CPU, "facial_expressions", "small_cnn") == (48, 1)
+    assert plan.input_for(CPU, "six_emotions", "small_cnn") == (CPU.img_size, 3)
+    assert plan.input_for(CPU, "fer2013", "mobilenet_v2") == (CPU.backbone_size, 3)
+    assert CPU.backbone_size >= 112
+
+
+def test_arms_cover_01_and_03_with_valid_recipes():
+    arms = {a.name: a for a in plan.arms(CPU, "fer2013")}
+    assert {"01.small_cnn", "01.label_shuffle", "03.conv4net", "03.mobilenet_v2"} <= set(arms)
+    assert len(arms["01.small_cnn"].specs) == len(CPU.seeds)
+    assert arms["01.label_shuffle"].specs[0].subset == "label_shuffle"
+    assert arms["03.mobilenet_v2"].specs[0].pretrained
+    r = arms["03.conv4net"].specs[0].recipe
+    assert r["epochs"] == CPU.large_epochs and r["patience"] == CPU.patience
+    assert r["augment"] == "shift"  # integer shifts at 48 px, not a bilinear crop
+    assert plan.recipe(CPU, "six_emotions", "small_cnn")["epochs"] == CPU.max_epochs
+    assert plan.recipe(CPU, "six_emotions", "small_cnn", "study000")["augment"] == "none"
+    with pytest.raises(KeyError, match="no arm"):
+        plan.arm(CPU, "fer2013", "03.nope")
+
+
+def test_status_then_train_missing_then_nothing_left(fake_data_root):
+    st = plan.status(SMOKE, "six_emotions")
+    assert len(st) and not st["stored"].any() and (st["estimate_s"] > 0).all()
+    assert plan.train_missing(SMOKE, ["six_emotions"], ["01"]) == 2
+    st = plan.status(SMOKE, "six_emotions")
+    assert st.query("notebook == '01_baseline'")["stored"].all()
+    assert not st.query("notebook == '03_capacity'")["stored"].any()
+    assert plan.train_missing(SMOKE, ["six_emotions"], ["01"]) == 0
+
+
+def test_a_fit_held_by_a_live_process_is_skipped(fake_data_root, tmp_path):
+    import os
+
+    lock = tmp_path / "x.lock"
+    lock.write_text(str(os.getppid()))  # a live process that is not us
+    assert not plan._claim(lock)
+    lock.write_text("999999999")  # dead owner: taken over
+    assert plan._claim(lock) and lock.read_text() == str(os.getpid())
+
+
+def test_cli_prints_the_plan(fake_data_root, capsys):
+    assert plan.main(["--profile", "smoke", "--dataset", "six_emotions"]) == 0
+    out = capsys.readouterr().out
+    assert "01.small_cnn" in out and "0 of" in out and "missing about" in out
+    assert store.records("smoke").empty

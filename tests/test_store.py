@@ -1,0 +1,106 @@
+"""The fit store: content keys, train-once, records without pickles, resume after SIGKILL."""
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from lib import config, data, plan, store, train
+
+P = config.get_profile("smoke")
+
+
+@pytest.fixture
+def six(fake_data_root):
+    return data.load_splits("six_emotions", max_per_class=P.max_per_class, seed=0)
+
+
+def spec(**kw):
+    base = dict(model="small_cnn", recipe=plan.recipe(P, "six_emotions", "small_cnn"), seed=0,
+                img_size=48, channels=3)
+    return store.FitSpec(**{**base, **kw})
+
+
+def test_fit_trains_once_then_loads_the_record(six, monkeypatch):
+    first = store.fit(spec(), six, "smoke")
+    assert first.model is not None and first.record.endswith(".json")
+    rec = json.loads(open(first.record).read())
+    assert rec["spec"]["model"] == "small_cnn" and rec["recipe_version"] == store.RECIPE_VERSION
+    assert {"history", "attrs", "params", "commit", "key", "seconds"} <= set(rec)
+
+    def boom(*a, **k):
+        raise AssertionError("a stored fit was trained again")
+
+    monkeypatch.setattr(store, "_train", boom)
+    again = store.fit(spec(), six, "smoke")
+    assert again.model is None and again.params == first.params
+    for split in ("val", "test", "val_tta", "test_tta"):
+        assert np.allclose(again.probs[split], first.probs[split], atol=1e-6)
+    assert again.reports["test"]["macro_f1"] == pytest.approx(first.reports["test"]["macro_f1"])
+
+
+def test_key_follows_content(six):
+    data3 = store.prepare(spec(), six)
+    h = store.data_hash(data3)
+    k = store.key(spec(), h)
+    assert store.key(spec(seed=1), h) != k
+    assert store.key(spec(recipe={**spec().recipe, "lr": 5e-4}), h) != k
+    assert store.key(spec(subset="label_shuffle"), h) != k
+    assert store.key(spec(), h[::-1]) != k
+    shuffled = store.prepare(spec(subset="label_shuffle"), six)
+    assert store.data_hash(shuffled) != h  # the labels are part of the data's identity
+
+
+def test_records_hold_no_pickles(six):
+    run = store.fit(spec(), six, "smoke")
+    meta, probs = store.read(run.record)
+    with np.load(run.record.replace(".json", ".npz"), allow_pickle=False) as z:
+        assert set(z.files) == {"val", "test", "val_tta", "test_tta"}
+    assert probs["test"].shape == (len(six["test"]), len(six.classes))
+
+
+def test_missing_fit_is_refused_when_training_is_off(six, monkeypatch):
+    monkeypatch.setenv("FER_STORE_TRAIN", "0")
+    with pytest.raises(store.MissingFit, match="lib.plan --train"):
+        store.fit(spec(seed=7), six, "smoke")
+
+
+def test_bad_spec_fails_at_declaration():
+    with pytest.raises(ValueError):
+        spec(subset="half")
+    with pytest.raises(TypeError):
+        spec(recipe={"epochz": 3})
+
+
+KILLED = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from tests.test_train import TRAIN, VAL, tiny, cfg
+def die(row):
+    if row["epoch"] == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+from lib import train
+train.fit(tiny(), TRAIN, VAL, cfg(epochs=4, checkpoint={ck!r}, resume=True, callback=die))
+"""
+
+
+def test_fit_killed_midway_resumes_with_the_same_history(tmp_path):
+    from tests.test_train import TRAIN, VAL, cfg, tiny
+
+    ck = str(tmp_path / "best.pt")
+    proc = subprocess.run([sys.executable, "-c", KILLED.format(root=str(config.ROOT), ck=ck)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILL, after epoch 2 was saved
+    resumed = train.fit(tiny(), TRAIN, VAL, cfg(epochs=4, checkpoint=ck, resume=True))
+    full = train.fit(tiny(), TRAIN, VAL, cfg(epochs=4))
+    assert list(resumed.epoch) == [1, 2, 3, 4]
+    assert np.allclose(resumed.train_loss, full.train_loss, atol=1e-6)
+    assert np.allclose(resumed.val_macro_f1, full.val_macro_f1, atol=1e-9)
+
+
+def test_spec_config_adds_runtime_fields():
+    cfg = spec(seed=3).config(progress=False)
+    assert isinstance(cfg, train.Config) and cfg.seed == 3 and cfg.progress is False
+    assert replace(spec(), seed=3) == spec(seed=3)
