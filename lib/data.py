@@ -9,8 +9,10 @@ Manifest columns: path (absolute; `csv://file#row` for pixel CSV rows), key (pat
 to the dataset root: machine-independent, used by split files), label (canonical or None),
 raw_label, split, orig_split, group (person / subject / file stem), source, dataset, ext,
 and the row flags missing_file, unlabelled, n_label_rows, dup_label_row, label_conflict.
-Nothing is dropped here: `usable()` removes what cannot be trained on and says why.
-`python -m lib.data {download,audit,splits,list} NAME` is the command line.
+Nothing is dropped here: `usable()` removes what cannot be trained on and says why; what
+listing leaves out (empty class folders, non-image files) is printed and kept in
+`attrs["listing_problems"]`. Label lines that cannot be read are errors naming file:line.
+`python -m lib.data {download,audit,splits,list} NAME [--debug]` is the command line.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +31,10 @@ import pandas as pd
 
 from lib import labels
 from lib.config import paths
-from lib.data_audit import audit, audit_summary, print_audit, usable  # noqa: F401 (API)
+from lib.data_audit import audit, audit_summary, print_audit, problems, usable  # noqa: F401
+from lib.data_readers import (FOLDER_SPLIT, USAGE_SPLIT, LabelFileError,  # noqa: F401 (API)
+                              detect_layout, is_listed_image, list_class_folder,
+                              read_label_csv, read_pixel_labels, read_rafdb_list, warn_listing)
 from lib.data_splits import SplitFileMismatch, assign_splits, kfold, subsample  # noqa: F401
 from lib.data_tensors import ImageTensors  # noqa: F401 (API)
 from lib.imageio import IMAGE_EXTS, csv_path
@@ -166,9 +172,7 @@ def _verify_facial_expressions(root: Path, min_images: int) -> Path:
 
 # --- adapters -------------------------------------------------------------------------------
 
-FER_PREFIX = {"training": "train", "publictest": "val", "privatetest": "test"}
-FOLDER_SPLIT = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                "validation": "val", "test": "test", "testing": "test"}
+FER_PREFIX = USAGE_SPLIT  # FER2013 Usage values, also the file-name prefixes of its folders
 CKPLUS_RE = re.compile(r"^(S\d{3})_\d{3}_")
 
 
@@ -184,37 +188,23 @@ def _row(path: Path, root: Path, raw_label, split=None, group=None, source="") -
                 source=source)
 
 
-def _image_folders(root: Path) -> list[dict]:
-    """<class>/* or {train,val,test}/<class>/*; FER2013 name prefixes give the official split."""
+def _image_folders(root: Path, notes: list[dict]) -> list[dict]:
+    """<class>/* or {train,val,test}/<class>/*; FER2013 name prefixes give the official split.
+    Empty class folders and non-image files go to `notes` (reported, never silently lost)."""
     tops = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     split_dirs = [d for d in tops if d.name.lower() in FOLDER_SPLIT]
     bases = [(d, FOLDER_SPLIT[d.name.lower()]) for d in split_dirs] if split_dirs else [(root, None)]
     rows = []
     for base, split in bases:
         for f in sorted(base.iterdir()):  # images lying next to the class folders: unlabelled
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTS:
+            if is_listed_image(f):
                 rows.append(_row(f, root, None, split, source=root.name))
         for cls in sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")):
-            for f in sorted(cls.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_EXTS:
-                    prefix = f.stem.split("_", 1)[0].lower()
-                    rows.append(_row(f, root, cls.name, FER_PREFIX.get(prefix, split),
-                                     source=root.name))
+            for f in list_class_folder(cls, notes):
+                prefix = f.stem.split("_", 1)[0].lower()
+                rows.append(_row(f, root, cls.name, FER_PREFIX.get(prefix, split),
+                                 source=root.name))
     return rows
-
-
-def read_label_csv(file: Path) -> pd.DataFrame:
-    """A muxspace-style label CSV (user.id,image,emotion), header or not, any line endings."""
-    text = Path(file).read_bytes().decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
-    lines = [ln for ln in text.split("\n") if ln.strip()]
-    if lines and lines[0].strip().lower().replace(" ", "") == "user.id,image,emotion":
-        lines = lines[1:]
-    parts = [ln.split(",") for ln in lines]
-    bad = [i for i, p in enumerate(parts) if len(p) != 3]
-    if bad:
-        raise ValueError(f"{file}: {len(bad)} line(s) without 3 fields, e.g. line {bad[0] + 1}: "
-                         f"{lines[bad[0]]!r}")
-    return pd.DataFrame([[s.strip() for s in p] for p in parts], columns=["user.id", "image", "emotion"])
 
 
 def _legend(root: Path, file: Path) -> list[dict]:
@@ -225,35 +215,25 @@ def _legend(root: Path, file: Path) -> list[dict]:
                  str(r._1)) for r in lab.itertuples()]
     labelled = set(lab["image"])
     for f in sorted(images.iterdir()) if images.is_dir() else []:
-        if f.is_file() and f.suffix.lower() in IMAGE_EXTS and f.name not in labelled:
+        if is_listed_image(f) and f.name not in labelled:
             rows.append(_row(f, root, None, None, re.sub(r"_\d+$", "", f.stem), ""))
     return rows
 
 
 def _pixels_csv(file: Path) -> list[dict]:
-    """FER2013 competition CSV: emotion (0-6), pixels (48*48 ints), Usage -> official split."""
-    df = pd.read_csv(file, usecols=lambda c: c.strip() in ("emotion", "Usage"))
-    df.columns = [c.strip() for c in df.columns]
-    usage = df["Usage"] if "Usage" in df else pd.Series([None] * len(df))
-    bad = sorted({str(e) for e in df["emotion"] if pd.isna(e) or int(e) not in labels.FER2013_CODES})
-    if bad:
-        raise labels.UnknownLabelError(f"{file}: unknown FER2013 emotion code(s) {bad}")
-    return [dict(path=csv_path(file, i), key=f"{file.name}#{i}",
-                 raw_label=labels.FER2013_CODES[int(e)],
-                 orig_split=FER_PREFIX.get(str(u).strip().lower()) if isinstance(u, str) else None,
-                 group=f"row{i}", source=file.stem) for i, (e, u) in enumerate(zip(df["emotion"], usage))]
+    """FER2013 competition CSV: emotion (0-6), pixels (48*48 ints), Usage -> official split.
+    A bad label or Usage cell is an error naming its line; a bad pixels cell is left to the
+    audit (that row alone is undecodable)."""
+    return [dict(path=csv_path(file, i), key=f"{file.name}#{i}", raw_label=label,
+                 orig_split=split, group=f"row{i}", source=file.stem)
+            for i, (_, label, split) in enumerate(read_pixel_labels(file))]
 
 
 def _rafdb(root: Path) -> list[dict]:
     """RAF-DB basic: EmoLabel/list_patition_label.txt (`train_00001.jpg 5`) + Image/aligned/."""
     lab = root / "EmoLabel" / "list_patition_label.txt"
     rows = []
-    for ln in lab.read_text().splitlines():
-        if not ln.strip():
-            continue
-        name, code = ln.split()[:2]
-        if int(code) not in labels.RAFDB_CODES:
-            raise labels.UnknownLabelError(f"{lab}: unknown RAF-DB code {code} for {name}")
+    for name, code in read_rafdb_list(lab):
         stem = Path(name).stem
         aligned = root / "Image" / "aligned" / f"{stem}_aligned.jpg"
         f = aligned if aligned.exists() or not (root / "Image" / "original" / name).exists() \
@@ -263,39 +243,13 @@ def _rafdb(root: Path) -> list[dict]:
     return rows
 
 
-def detect_layout(path: Path) -> tuple[str, Path, Path]:
-    """(layout, dataset root, label file or root): legend | pixels_csv | rafdb | folders."""
-    if path.is_file():
-        head = path.read_text(errors="replace")[:200].lower()
-        if "pixels" in head:
-            return "pixels_csv", path.parent, path
-        root = path.parent.parent if path.parent.name == "data" else path.parent
-        return "legend", root, path
-    while True:  # descend through single wrapper folders (zip archives often add one)
-        kids = [d for d in path.iterdir() if not d.name.startswith(".")]
-        name = kids[0].name.lower() if len(kids) == 1 else ""
-        if kids and kids[0].is_dir() and name and name not in labels.ALIASES \
-                and name not in FOLDER_SPLIT:
-            path = kids[0]
-        else:
-            break
-    for legend in (path / "data" / "legend.csv", path / "legend.csv"):
-        if legend.exists():
-            return "legend", path, legend
-    for lab in [path] + [d for d in path.iterdir() if d.is_dir()]:
-        if (lab / "EmoLabel" / "list_patition_label.txt").exists():
-            return "rafdb", lab, lab
-    csvs = [f for f in path.glob("*.csv") if "pixels" in f.read_text(errors="replace")[:200]]
-    if csvs:
-        return "pixels_csv", path, csvs[0]
-    return "folders", path, path
-
-
 def load_manifest(name_or_path: str | os.PathLike) -> pd.DataFrame:
     """Every label row and every image file of a dataset as one DataFrame (see module doc)."""
     layout, root, where = detect_layout(resolve(name_or_path))
+    notes: list[dict] = []
     rows = {"legend": lambda: _legend(root, where), "pixels_csv": lambda: _pixels_csv(where),
-            "rafdb": lambda: _rafdb(root), "folders": lambda: _image_folders(root)}[layout]()
+            "rafdb": lambda: _rafdb(root), "folders": lambda: _image_folders(root, notes)}[layout]()
+    warn_listing(root, notes)
     if not rows:
         raise DatasetNotFound(f"no images or label rows found in {where} (layout {layout})")
     m = pd.DataFrame(rows)
@@ -312,7 +266,8 @@ def load_manifest(name_or_path: str | os.PathLike) -> pd.DataFrame:
             "dataset", "ext", "missing_file", "unlabelled", "n_label_rows", "dup_label_row",
             "label_conflict"]
     m = m[cols].astype({"label": object, "split": object, "orig_split": object})
-    m.attrs.update(dataset=name, root=str(root), layout=layout, label_file=str(where))
+    m.attrs.update(dataset=name, root=str(root), layout=layout, label_file=str(where),
+                   listing_problems=notes)
     return m
 
 
@@ -320,9 +275,7 @@ def _flag_rows(m: pd.DataFrame, layout: str) -> pd.DataFrame:
     """Row-level facts that need no decoding: missing files, unlabelled, repeated/conflicting rows."""
     if layout == "pixels_csv":
         m["missing_file"] = False
-    elif layout == "folders":
-        m["missing_file"] = False  # found by listing
-    else:
+    else:  # folders too: a listed dangling symlink is a missing file
         m["missing_file"] = [not os.path.exists(p) for p in m["path"]]
     m["unlabelled"] = m["label"].isna()
     lab = m[~m["unlabelled"]]
@@ -380,34 +333,55 @@ def ensure(name: str) -> Path:
 
 # --- command line ---------------------------------------------------------------------------
 
+def cli_error(e: BaseException) -> str:
+    """An exception as the one line a command line prints (our errors already name the file)."""
+    msg = " ".join(str(e).split()) or "(no message)"
+    if isinstance(e, (ValueError, OSError, LookupError)):
+        return f"error: {msg}"
+    return f"error: {type(e).__name__}: {msg} (--debug shows the traceback)"
+
+
+def run_cli(body: Callable[[], int], debug: bool) -> int:
+    """Run a command-line body: a failure prints one `error:` line and exits 1; `--debug`
+    re-raises it for the full traceback."""
+    try:
+        return body()
+    except Exception as e:
+        if debug:
+            raise
+        print(cli_error(e), file=sys.stderr)
+        return 1
+
+
+def _command(a: argparse.Namespace) -> int:
+    if a.command == "list":
+        for n, info in DATASETS.items():
+            try:
+                print(f"{n:20s} {resolve(n)}")
+            except DatasetNotFound:
+                print(f"{n:20s} missing: {info.how}")
+    for name in a.name:
+        if a.command == "download":
+            download(name, a.url)
+        elif a.command == "ensure":
+            print(f"{name}: {ensure(name)}")
+        elif a.command == "audit":
+            print_audit(audit(load_manifest(name)))
+        elif a.command == "splits":
+            m = assign_splits(audit(load_manifest(name)), seed=a.seed)
+            print(m.groupby(["split", "label"]).size().unstack(fill_value=0))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.data", description=__doc__.split("\n")[0])
     ap.add_argument("command", choices=["download", "ensure", "audit", "splits", "list"])
     ap.add_argument("name", nargs="*", help="dataset name(s) or path(s)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--url", help="download: another archive URL (e.g. a local mirror)")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     a = ap.parse_args(argv)
-    try:
-        if a.command == "list":
-            for n, info in DATASETS.items():
-                try:
-                    print(f"{n:20s} {resolve(n)}")
-                except DatasetNotFound:
-                    print(f"{n:20s} missing: {info.how}")
-        for name in a.name:
-            if a.command == "download":
-                download(name, a.url)
-            elif a.command == "ensure":
-                print(f"{name}: {ensure(name)}")
-            elif a.command == "audit":
-                print_audit(audit(load_manifest(name)))
-            elif a.command == "splits":
-                m = assign_splits(audit(load_manifest(name)), seed=a.seed)
-                print(m.groupby(["split", "label"]).size().unstack(fill_value=0))
-    except (DatasetNotFound, SplitFileMismatch, labels.UnknownLabelError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli(lambda: _command(a), a.debug)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@ conflicts) and `usable()`, the one place rows are dropped, each drop counted wit
 
 The per-file probe table is cached as CSV under paths().cache/audit, keyed by the file list
 and every file's size and mtime, so a re-run on unchanged data costs only the stat calls.
+Beside it, `<dataset>-problems.csv` lists every offending file or folder (missing,
+undecodable, empty class folder, not an image) with a reason that names it; the audit
+prints the first few.
 """
 from __future__ import annotations
 
@@ -11,13 +14,17 @@ import json
 import os
 import time
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 
 from lib.config import paths
-from lib.imageio import parallel_map, probe, stat_key
+from lib.imageio import (csv_table, is_csv_path, parallel_map, probe, split_csv_path,
+                         stat_key)
 
-AUDIT_VERSION = 1
+AUDIT_VERSION = 2  # 2: reasons name the path; pixel checks on the reduced-scale decode
+PROBLEM_COLS = ["path", "problem", "reason"]
+PROBLEMS_SHOWN = 5
 BLANK_STD = 2.0  # gray std (0-255) of a 64x64 thumbnail below which an image is "nearly blank"
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 PROBE_COLS = ["decodable", "error", "format", "ext_matches", "mode", "width", "height", "sha1",
@@ -34,6 +41,9 @@ def _probe_table(files: list[str], name: str, cache: bool, workers: int | None,
                                                            "format": str, "mode": str})
         t["pixel_std"] = pd.to_numeric(t["pixel_std"], errors="coerce")
         return t, True
+    for csv_file in {split_csv_path(f)[0] for f in files if is_csv_path(f)}:
+        if os.path.isfile(csv_file):  # parse a pixels CSV once, here: forked workers inherit it
+            csv_table(csv_file)
     t = pd.DataFrame(parallel_map(probe, files, desc=f"audit {name}", workers=workers,
                                   progress=progress))
     if cache:
@@ -100,9 +110,42 @@ def audit(m: pd.DataFrame, cache: bool = True, workers: int | None = None,
                                          a["phash"], a["near_dup_group"])]
     a["split_group"] = _components(edges)
     a.attrs.update(m.attrs, audit_seconds=round(time.perf_counter() - t0, 2), audit_cached=cached)
+    found = problems(a)
+    a.attrs["problems_file"] = where = str(_write_problems(found, name))
     print(f"audit {name}: {len(files):,} files, {len(a):,} rows in "
-          f"{a.attrs['audit_seconds']:.1f} s ({'cache' if cached else 'decoded'})")
+          f"{a.attrs['audit_seconds']:.1f} s ({'cache' if cached else 'decoded'}); "
+          f"{len(found):,} problem(s)" + (f", listed in {where}" if len(found) else ""))
+    for r in found["reason"].head(PROBLEMS_SHOWN):
+        print(f"  {r}")
+    if len(found) > PROBLEMS_SHOWN:
+        print(f"  ... and {len(found) - PROBLEMS_SHOWN:,} more in that file")
     return a
+
+
+def problems(a: pd.DataFrame) -> pd.DataFrame:
+    """Every offending file or folder once: path, problem, reason (which names the path).
+
+    What listing the dataset left out (empty class folders, non-image files: load_manifest's
+    `attrs["listing_problems"]`), then missing and (once audited) undecodable files.
+    """
+    files = a.drop_duplicates("path")
+    missing = files["missing_file"].astype(bool)
+    bad = missing | ~files["decodable"].astype(bool) if "decodable" in files else missing
+    errors = files["error"] if "error" in files else pd.Series("", index=files.index)
+    rows = [dict(path=p, problem="missing file" if m else "undecodable",
+                 reason=e if e else f"missing file: {p}")
+            for p, m, e in zip(files.loc[bad, "path"], missing[bad], errors[bad].fillna(""))]
+    return pd.DataFrame(list(a.attrs.get("listing_problems", [])) + rows, columns=PROBLEM_COLS)
+
+
+def _write_problems(found: pd.DataFrame, name: str) -> Path:
+    """Write the problem list (even an empty one: no stale list survives a clean re-run)."""
+    file = paths().cache / "audit" / f"{name}-problems.csv"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(f".{os.getpid()}.tmp")
+    found.to_csv(tmp, index=False)
+    os.replace(tmp, file)
+    return file
 
 
 def leaks(a: pd.DataFrame) -> pd.Series:
@@ -124,6 +167,7 @@ def audit_summary(a: pd.DataFrame) -> dict:
     files = a.drop_duplicates("path")
     labelled = a[a["label"].notna()]
     raw = labelled["raw_label"].astype(str)
+    listed = a.attrs.get("listing_problems", [])
     out = dict(
         dataset=a.attrs.get("dataset", str(a["dataset"].iloc[0]) if len(a) else ""),
         rows=len(a), files=len(files), label_rows=len(labelled),
@@ -135,6 +179,8 @@ def audit_summary(a: pd.DataFrame) -> dict:
         spellings={k: sorted(v) for k, v in raw.groupby(labelled["label"]).unique().items()},
         case_styles=sorted({_case_style(s) for s in raw}),
         split_counts=a["split"].value_counts().to_dict(),
+        empty_class_folders=[p["path"] for p in listed if p["problem"] == "empty class folder"],
+        non_image_files=sum(p["problem"] == "not an image" for p in listed),
     )
     if "decodable" in a:
         bad = files[~files["decodable"]]
@@ -158,6 +204,7 @@ def audit_summary(a: pd.DataFrame) -> dict:
                                         .groupby("dup_group")["split"].nunique() > 1).sum()),
             leak_rows=int(leaks(a).sum()),
             audit_seconds=a.attrs.get("audit_seconds"),
+            problems_file=a.attrs.get("problems_file"),
         )
     return out
 

@@ -1,15 +1,17 @@
 """Robust image decoding and per-file probing, shared by the audit and the tensor cache.
 
 Decoding is by content, never by extension (a WEBP named `.jpg` decodes as WEBP). Every
-failure becomes a short reason string instead of an exception, so callers can count and
-report skips. Rows of the FER2013 competition CSV are addressed as `csv://<file>#<row>`.
+failure becomes a short reason string `<kind>: <path>[: detail]` instead of an exception,
+so callers can count skips by kind and say which file. Rows of the FER2013 competition CSV
+are addressed as `csv://<file>#<row>`; their reasons name `<file>:<line>`. Both the audit
+and the tensor cache decode JPEGs at reduced scale (PIL draft) when they need fewer pixels.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import multiprocessing as mp
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -31,10 +33,33 @@ EXT_FORMATS = {
 MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 CSV_SCHEME = "csv://"
 POOL_MIN = 256  # below this many files a process pool costs more than it saves
+# The audit's checks need 64 px (std) and 9x8 (hash); decoding at >= 256 px leaves typical
+# dataset images (<= 511 px) untouched, so their hashes do not change, yet a 12000 px JPEG
+# decodes at 1/8 scale. Non-JPEG formats cannot decode reduced; they are reduced right after.
+AUDIT_SIDE = 256
+STREAM_CHUNK = 1 << 20
 
 
 class DecodeError(Exception):
     """An image that cannot be turned into pixels; the message is the reported reason."""
+
+
+def _reason(kind: str, path: str, detail: str = "") -> str:
+    """The one reason format: `<kind>: <path>[: detail]` (kind first: callers count by it)."""
+    return f"{kind}: {path}" + (f": {detail}" if detail else "")
+
+
+def _pil_error(e: Exception, path: str) -> DecodeError:
+    """A PIL exception as a reason naming the path (PIL names a BytesIO or repeats the path)."""
+    msg = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e))
+    msg = msg.replace(f" {path!r}", "").replace(f" {path}", "").strip()
+    return DecodeError(_reason(type(e).__name__, path, msg))
+
+
+def _missing(path: str) -> DecodeError:
+    """A missing file, saying when it is a symlink whose target is gone."""
+    link = f"dangling symlink to {os.readlink(path)}" if os.path.islink(path) else ""
+    return DecodeError(_reason("missing file", path, link))
 
 
 def is_csv_path(path: str) -> bool:
@@ -52,51 +77,60 @@ def split_csv_path(path: str) -> tuple[str, int]:
 
 
 @lru_cache(maxsize=2)
-def csv_pixels(file: str) -> np.ndarray:
-    """All rows of a pixels CSV as (N, side, side) uint8; bad rows become all -1 -> flagged."""
-    import pandas as pd
+def csv_table(file: str) -> tuple[np.ndarray, list[str]]:
+    """A pixels CSV parsed once: (N, side, side) int16 (-1 on bad rows), reason per row."""
+    from lib.data_readers import read_pixel_arrays  # lib.data_readers imports this module
 
-    col = pd.read_csv(file, usecols=["pixels"])["pixels"].astype(str)
-    n = len(col)
-    first = np.array(col.iloc[0].split(), dtype=np.int64) if n else np.zeros(2304)
-    side = int(round(len(first) ** 0.5))
-    out = np.full((n, side * side), -1, dtype=np.int16)
-    for i, s in enumerate(col):
-        v = np.array(s.split(), dtype=np.int64)
-        if v.size == side * side and v.min() >= 0 and v.max() <= 255:
-            out[i] = v
-    return out.reshape(n, side, side)
+    return read_pixel_arrays(file)
+
+
+def csv_pixels(file: str) -> np.ndarray:
+    """All rows of a pixels CSV as (N, side, side) int16; bad rows are all -1 (see csv_table)."""
+    return csv_table(file)[0]
 
 
 def _csv_image(path: str) -> Image.Image:
     file, row = split_csv_path(path)
     if not os.path.exists(file):
-        raise DecodeError(f"missing file: {file}")
-    arr = csv_pixels(file)[row]
-    if arr.min() < 0:
-        raise DecodeError(f"bad pixels string in {Path(file).name} row {row}")
-    return Image.fromarray(arr.astype(np.uint8), "L")
+        raise _missing(file)
+    pixels, reasons = csv_table(file)
+    if row >= len(pixels):
+        raise DecodeError(_reason("missing row", path, f"the CSV has {len(pixels)} rows"))
+    if reasons[row]:
+        raise DecodeError(reasons[row])
+    return Image.fromarray(pixels[row].astype(np.uint8), "L")
 
 
-def open_image(path: str, draft: tuple[str, int] | None = None) -> Image.Image:
+def _open_lazy(path: str) -> Image.Image:
+    """Image.open by content (reads the header only); failures name the path."""
+    if not os.path.exists(path):
+        raise _missing(path)
+    try:
+        return Image.open(path)
+    except Exception as e:  # PIL raises many types: UnidentifiedImageError, OSError, SyntaxError...
+        raise _pil_error(e, path) from None
+
+
+def _load(img: Image.Image, path: str, draft: tuple[str | None, int] | None) -> Image.Image:
+    """Refuse oversized images, then decode; `draft=(mode or None = keep, side)` lets a JPEG
+    decode at 1/2..1/8 scale, no smaller than `side` (fast and light on big JPEGs)."""
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise DecodeError(_reason("too large", path, f"{w}x{h} pixels > {MAX_PIXELS}"))
+    try:
+        if draft and img.format == "JPEG":
+            img.draft(draft[0] or img.mode, (draft[1], draft[1]))
+        img.load()
+    except Exception as e:
+        raise _pil_error(e, path) from None
+    return img
+
+
+def open_image(path: str, draft: tuple[str | None, int] | None = None) -> Image.Image:
     """Open and fully load an image by content; `draft=(mode, side)` lets JPEG decode reduced."""
     if is_csv_path(path):
         return _csv_image(path)
-    if not os.path.exists(path):
-        raise DecodeError("missing file")
-    try:
-        img = Image.open(path)
-        w, h = img.size
-        if w * h > MAX_PIXELS:
-            raise DecodeError(f"too large: {w}x{h} pixels > {MAX_PIXELS}")
-        if draft and img.format == "JPEG":
-            img.draft(draft[0], (draft[1], draft[1]))  # decode at 1/2..1/8 scale: fast on big JPEGs
-        img.load()
-    except DecodeError:
-        raise
-    except Exception as e:  # PIL raises many types: UnidentifiedImageError, OSError, SyntaxError...
-        raise DecodeError(f"{type(e).__name__}: {e}") from None
-    return img
+    return _load(_open_lazy(path), path, draft)
 
 
 def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -162,7 +196,7 @@ def decode(path: str, size: int, channels: int, face_crop: bool = False
     except DecodeError as e:
         return None, None, str(e)
     except Exception as e:  # decoding must never kill a whole run; the reason is reported
-        return None, None, f"{type(e).__name__}: {e}"
+        return None, None, _reason(type(e).__name__, path, str(e))
 
 
 def decode_job(job: tuple) -> tuple[np.ndarray | None, bool | None, str]:
@@ -177,42 +211,67 @@ def dhash(gray: Image.Image) -> str:
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
 
 
+def file_sha1(path: str) -> tuple[str, int]:
+    """(sha1 hex, size in bytes), read in chunks: a huge file is never held in memory whole."""
+    h, n = hashlib.sha1(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(STREAM_CHUNK):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def reduced(img: Image.Image, side: int = AUDIT_SIDE) -> Image.Image:
+    """A decoded image box-reduced by an integer factor, its shorter side kept >= `side`."""
+    factor = min(img.size) // side
+    if factor < 2:
+        return img
+    try:
+        return img.reduce(factor)
+    except ValueError:  # P, 1 and I;16 cannot be reduced directly; to_mode converts them later
+        return img
+
+
 def probe(path: str) -> dict:
-    """Audit facts about one file: decodable, error, format, ext_matches, mode, size, hashes."""
+    """Audit facts about one file: decodable, error, format, ext_matches, mode, size, hashes.
+
+    Format, mode and size are the file's own; the pixel checks (std, dHash) run on the
+    reduced-scale decode (JPEG draft to >= AUDIT_SIDE, else a box reduction after decoding).
+    """
     out = dict(path=path, decodable=False, error="", format="", ext_matches=False, mode="",
                width=-1, height=-1, sha1="", phash="", pixel_std=np.nan, bytes=-1)
     try:
         if is_csv_path(path):
             img = _csv_image(path)
-            out.update(format="CSV", ext_matches=True, bytes=img.width * img.height,
+            out.update(format="CSV", ext_matches=True, bytes=img.width * img.height, mode=img.mode,
+                       width=img.width, height=img.height,
                        sha1=hashlib.sha1(img.tobytes()).hexdigest())
-        else:
-            if not os.path.exists(path):
-                raise DecodeError("missing file")
-            data = Path(path).read_bytes()
-            out.update(bytes=len(data), sha1=hashlib.sha1(data).hexdigest())
-            try:
-                img = Image.open(io.BytesIO(data))
-            except Exception as e:
-                raise DecodeError(f"{type(e).__name__}: {e}") from None
+            _pixel_facts(img, out)
+            return out
+        if not os.path.exists(path):
+            raise _missing(path)
+        try:
+            sha1, size = file_sha1(path)
+        except OSError as e:
+            raise DecodeError(_reason(type(e).__name__, path, e.strerror or str(e))) from None
+        out.update(bytes=size, sha1=sha1)
+        with _open_lazy(path) as img:
             fmt = img.format or ""
             out.update(format=fmt, mode=img.mode, width=img.width, height=img.height,
                        ext_matches=fmt in EXT_FORMATS.get(Path(path).suffix.lower(), set()))
-            if img.width * img.height > MAX_PIXELS:
-                raise DecodeError(f"too large: {img.width}x{img.height} pixels")
-            try:
-                img.load()
-            except Exception as e:
-                raise DecodeError(f"{type(e).__name__}: {e}") from None
-        out.update(mode=img.mode, width=img.width, height=img.height)
-        gray = to_mode(img, 1)
-        small = np.asarray(gray.resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float32)
-        out.update(decodable=True, phash=dhash(gray), pixel_std=float(small.std()))
+            _pixel_facts(reduced(_load(img, path, draft=(None, AUDIT_SIDE))), out)
     except DecodeError as e:
         out["error"] = str(e)
     except Exception as e:
-        out["error"] = f"{type(e).__name__}: {e}"
+        out["error"] = _reason(type(e).__name__, path, str(e))
     return out
+
+
+def _pixel_facts(img: Image.Image, out: dict) -> None:
+    """dHash and the 64x64 gray std of a decoded image, into `out`; marks it decodable."""
+    gray = to_mode(img, 1)
+    small = np.asarray(gray.resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float32)
+    out.update(decodable=True, phash=dhash(gray), pixel_std=float(small.std()))
 
 
 def parallel_map(func: Callable, items: Sequence, desc: str, workers: int | None = None,

@@ -1,19 +1,22 @@
 """Predict emotions for new images with a saved checkpoint.
 
-    python -m lib.predict FOLDER --checkpoint CKPT [--out predictions.csv] [--tta]
+    python -m lib.predict FOLDER --checkpoint CKPT [--out predictions.csv] [--tta] [--debug]
 
 Preprocessing equals training: files are decoded by lib.data_tensors.decode_files (the
 decoder behind ImageTensors: EXIF rotation, L/RGB conversion, shorter side to the
 checkpoint's `img_size`, centre crop, optional face crop) and batches go through
 lib.train.predict_proba, i.e. lib.models.preprocess with the checkpoint's fer_cfg.
 Checkpoints are written by lib.models.save_checkpoint and read by lib.models.load_checkpoint.
-Undecodable files are not dropped: they get a row with an `error` and no probabilities,
-and are counted in a printed summary.
+Undecodable files (dangling symlinks too) are not dropped: they get a row with an `error`
+naming the file and no probabilities, and are counted in a printed summary. A checkpoint
+that cannot be used is a `CheckpointError` naming the file; the command line prints it as
+one line and exits 1 (`--debug` shows the traceback).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,14 +27,44 @@ import pandas as pd
 import torch
 
 from lib import config, imageio
+from lib.data_readers import is_listed_image
 from lib.models import load_checkpoint
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or used; the message names the file and says why."""
+
+
+def read_checkpoint(path: str | Path, device: torch.device | str = "cpu"
+                    ) -> tuple[torch.nn.Module, dict]:
+    """`load_checkpoint`, every failure one line naming the file (still weights_only=True)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p}: {'is a folder' if p.is_dir() else 'no such file'}")
+    try:
+        return load_checkpoint(p, device=device)
+    except pickle.UnpicklingError:  # torch's text would suggest weights_only=False: never that
+        why = "not a torch checkpoint of tensors and plain values (corrupt, or unsafe to load)"
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # wrong keys or contents
+        msg = _first_sentence(str(e).replace(f"{p}: ", ""))
+        why = msg if msg.startswith("not a lib.models") else f"not a lib.models checkpoint: {msg}"
+    except EOFError:
+        why = "empty or truncated file"
+    except Exception as e:  # torch's zip reader (truncated file), weights that do not fit...
+        why = f"cannot be read: {type(e).__name__}: {_first_sentence(str(e))}"
+    raise CheckpointError(f"checkpoint {p}: {why}")
+
+
+def _first_sentence(msg: str, limit: int = 300) -> str:
+    """The first sentence of a (torch) message, on one line: the rest is advice or internals."""
+    return " ".join(msg.split(". ")[0].split())[:limit]
+
+
 def image_files(folder: str | Path) -> list[str]:
-    """Image files under `folder` (recursive, by extension, sorted, absolute paths)."""
-    folder = Path(folder)
-    files = sorted(str(p.resolve()) for p in folder.rglob("*")
-                   if p.is_file() and p.suffix.lower() in imageio.IMAGE_EXTS)
+    """Image files under `folder` (recursive, by extension, sorted, absolute paths); dangling
+    symlinks are kept so they are reported as missing files, not silently left out."""
+    folder = Path(folder).resolve()
+    files = sorted(str(p) for p in folder.rglob("*") if is_listed_image(p))
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(sorted(imageio.IMAGE_EXTS))}) "
                                 f"under {folder}")
@@ -78,7 +111,7 @@ def predict(images_or_folder, checkpoint: str | Path, face_crop: bool | None = N
     """
     from lib.train import predict_proba
 
-    model, meta = load_checkpoint(checkpoint, device=config.device())
+    model, meta = read_checkpoint(checkpoint, device=config.device())
     if face_crop is not None:
         meta = {**meta, "face_crop": bool(face_crop)}
     classes = list(meta["classes"])
@@ -114,7 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tta", action="store_true", help="average with the mirrored image")
     ap.add_argument("--face-crop", choices=["auto", "yes", "no"], default="auto",
                     help="auto = as the model was trained")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = ap.parse_args(argv)
+    from lib.data import run_cli
+
+    return run_cli(lambda: _command(args), args.debug)
+
+
+def _command(args: argparse.Namespace) -> int:
     face = {"auto": None, "yes": True, "no": False}[args.face_crop]
     df = predict(args.images, args.checkpoint, face, args.batch_size, args.tta)
     if args.out:

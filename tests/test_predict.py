@@ -1,13 +1,18 @@
 """lib.predict end to end: generated images, a tiny saved checkpoint, the CLI."""
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
-from lib import imageio, models, predict
+from lib import config, imageio, models, predict
 
 torch.set_num_threads(1)
 CLASSES = ["anger", "happiness", "sadness"]
@@ -74,5 +79,54 @@ def test_cli_writes_csv(setup, tmp_path, capsys):
     df = pd.read_csv(out, keep_default_na=False)
     assert len(df) == 5 and set(CLASSES) <= set(df.columns)
     assert "1 skipped" in capsys.readouterr().out
+    assert predict.main([str(tmp_path / "empty_nowhere"), "--checkpoint", str(ckpt)]) == 1
+    nowhere = tmp_path / "empty_nowhere"
+    assert capsys.readouterr().err == f"error: {nowhere} is neither a folder nor a file\n"
     with pytest.raises(FileNotFoundError):
-        predict.main([str(tmp_path / "empty_nowhere"), "--checkpoint", str(ckpt)])
+        predict.main([str(tmp_path / "empty_nowhere"), "--checkpoint", str(ckpt), "--debug"])
+
+
+def _bad_checkpoints(tmp_path, ckpt) -> dict:
+    """Checkpoints that cannot be used, by case -> (file, what the error must say)."""
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"definitely not a checkpoint" * 50)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(ckpt.read_bytes()[:2000])
+    wrong = tmp_path / "wrong_keys.pt"
+    torch.save({"weights": torch.zeros(2)}, wrong)
+    return {"missing": (tmp_path / "nope.pt", "no such file"),
+            "corrupt": (corrupt, "not a torch checkpoint"),
+            "truncated": (truncated, "cannot be read"),
+            "wrong keys": (wrong, "not a lib.models checkpoint, missing ['model_name'")}
+
+
+def test_cli_bad_checkpoint_is_one_line_naming_the_file(setup, tmp_path, capsys):
+    folder, ckpt, _ = setup
+    for case, (bad, says) in _bad_checkpoints(tmp_path, ckpt).items():
+        assert predict.main([str(folder), "--checkpoint", str(bad)]) == 1, case
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: checkpoint {bad}: ") and says in err, (case, err)
+        assert err.count("\n") == 1 and "weights_only=False" not in err, (case, err)
+        with pytest.raises(predict.CheckpointError, match=re.escape(says)):
+            predict.main([str(folder), "--checkpoint", str(bad), "--debug"])
+
+
+def test_module_cli_prints_no_traceback(setup, tmp_path):
+    folder, ckpt, _ = setup
+    bad, _ = _bad_checkpoints(tmp_path, ckpt)["corrupt"]
+    cmd = [sys.executable, "-m", "lib.predict", str(folder), "--checkpoint", str(bad)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=config.ROOT,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines() == [
+        f"error: checkpoint {bad}: not a torch checkpoint of tensors and plain values "
+        "(corrupt, or unsafe to load)"]
+
+
+def test_dangling_symlink_gets_an_error_row(setup):
+    folder, ckpt, _ = setup
+    (folder / "gone.png").symlink_to(folder / "deleted.png")
+    df = predict.predict(folder, ckpt, progress=False)
+    row = df[df.path == str(folder.resolve() / "gone.png")]
+    assert len(df) == 6 and row.error.item().startswith("missing file: ")
+    assert "dangling symlink" in row.error.item() and row.pred.isna().all()
