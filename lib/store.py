@@ -233,6 +233,21 @@ def model_of(run: experiment.Run):
     return run.model
 
 
+def extra_probs(run: experiment.Run, name: str, ds) -> np.ndarray:
+    """The run's probabilities on another image set `ds` (an official test split, another
+    dataset's test split), kept in its record under `name`: computed once from the model
+    (in memory or its checkpoint), read from the record ever after."""
+    npz = Path(run.record).with_suffix(".npz")
+    meta, probs = read(run.record)
+    if name not in probs:
+        probs[name] = train.predict_proba(model_of(run), ds)
+        _write_record(Path(run.record), npz, meta, probs)
+    if len(probs[name]) != len(ds):
+        raise ValueError(f"{run.record}: {name} holds {len(probs[name])} rows for {len(ds)} images")
+    run.probs[name] = probs[name]
+    return probs[name]
+
+
 def records(profile: str, dataset: str | None = None) -> pd.DataFrame:
     """One row per stored fit: dataset, model, seed, subset, key, images/s and train time."""
     out = []

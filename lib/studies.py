@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lib import classical, experiment, metrics, plan, results, store
+from lib import classical, data, experiment, metrics, plan, results, store
 
 
 def fits(P, dataset: str, splits, notebook: str, names: tuple[str, ...] | None = None) -> dict:
@@ -101,3 +101,57 @@ def versus(arms: dict, ref: str, split: str = "test", bootstrap: int = 1000) -> 
              for name, runs in arms.items() if name != ref}
     return experiment.compare_table(pairs, split=split, bootstrap=bootstrap) if pairs else \
         pd.DataFrame()
+
+
+def official_test(splits, size: int, channels: int):
+    """Every image of the dataset's own test split (fer2013's 3,589 PrivateTest images, the
+    number the literature reports), duplicates of training images included; None when the
+    dataset has no official split."""
+    m = splits.manifest
+    if "orig_split" not in m or not m["orig_split"].eq("test").any():
+        return None
+    rows = m[m["orig_split"].eq("test") & m["label"].notna() & m["decodable"].astype(bool)]
+    rows = rows[rows["label"].isin(splits.classes)].reset_index(drop=True)
+    return data.ImageTensors(rows, size=size, channels=channels, classes=splits.classes)
+
+
+def official_rows(arms: dict, splits, experiment_name: str | dict, bootstrap: int) -> list[dict]:
+    """Rows on the official test split (split 'test_official') for every run whose record
+    holds, or whose checkpoint can give, its probabilities there; runs that can do neither
+    are named and skipped."""
+    rows, cache, skipped = [], {}, []
+    for arm_name, runs in arms.items():
+        exp = experiment_name.get(arm_name, arm_name) if isinstance(experiment_name, dict) \
+            else experiment_name
+        for run in runs:
+            spec = store.read(run.record)[0]["spec"]
+            key = (spec["img_size"], spec["channels"])
+            if key not in cache:
+                cache[key] = official_test(splits, *key)
+            ds = cache[key]
+            if ds is None:
+                return []
+            try:
+                p = store.extra_probs(run, "test_official", ds)
+            except FileNotFoundError:
+                skipped.append(f"{run.name} seed {run.seed}")
+                continue
+            rep = metrics.evaluate(ds.labels.numpy(), p, list(splits.classes),
+                                   bootstrap=bootstrap, seed=run.seed)
+            rows.append(results.row(rep, experiment=exp, variant=variant(run),
+                                    model=run.name, params=run.params, seed=run.seed,
+                                    split="test_official"))
+    if skipped:
+        print(f"official test: no record or checkpoint for {', '.join(skipped)}")
+    return rows
+
+
+def side_by_side(rows, splits=("test", "test_official"), by=("experiment", "model")) -> pd.DataFrame:
+    """Accuracy and macro-F1 (mean over seeds) per group on two splits, side by side."""
+    df = pd.DataFrame(rows)
+    df = df[df["split"].isin(splits)]
+    if df.empty:
+        return pd.DataFrame()
+    g = df.groupby([*by, "split"])[["accuracy", "macro_f1"]].mean().unstack("split")
+    g.columns = [f"{m}_{s}" for m, s in g.columns]
+    return g.reset_index().round(4)
