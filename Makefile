@@ -1,4 +1,6 @@
-# Two commands: `make report` (set up, get data, run the series) and `make test`.
+# Two commands: `make report` (set up, get data, train what the fit store lacks, run the series)
+# and `make test` (the fast suite and one smoke series); `make test-all` runs every test.
+# NO_TRAIN=1 re-renders the reports from the committed fit store without training.
 # A virtualenv .venv is created unless one (venv or conda) is already active, or PYTHON is given.
 SHELL := /bin/bash
 ifdef VIRTUAL_ENV
@@ -14,11 +16,12 @@ export FER_DATA_ROOT
 DATASETS ?= facial_expressions
 PROFILE ?=
 ONLY ?=
+NO_TRAIN ?=
 # torch is taken as is when present (Colab, Kaggle); otherwise this pinned pair is installed.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := .venv-installed.stamp
 
-.PHONY: setup report test data bench clean-cache peer
+.PHONY: setup report test test-all plan data bench clean-cache peer
 
 VENV_DEP := $(if $(filter .venv/bin/python,$(PYTHON)),.venv/bin/python,)
 
@@ -39,11 +42,18 @@ data: setup
 	$(PYTHON) -m lib.data ensure $(DATASETS)
 
 report: data
-	$(PYTHON) -m lib.run --dataset $(DATASETS) $(if $(PROFILE),--profile $(PROFILE)) $(if $(ONLY),--only $(ONLY)) --html
+	$(if $(NO_TRAIN),,$(PYTHON) -m lib.plan --train --jobs 2 --dataset $(DATASETS) $(if $(PROFILE),--profile $(PROFILE)))
+	$(PYTHON) -m lib.run --dataset $(DATASETS) $(if $(PROFILE),--profile $(PROFILE)) $(if $(ONLY),--only $(ONLY)) $(if $(NO_TRAIN),--no-train) --html
 	$(PYTHON) -m lib.summary --profile $(or $(PROFILE),$(shell $(PYTHON) -c "from lib.config import default_profile as d; print(d())"))
 
 test: setup
+	$(PYTHON) -m pytest -q -m "not full"
+
+test-all: setup
 	$(PYTHON) -m pytest -q
+
+plan: setup
+	$(PYTHON) -m lib.plan --dataset $(DATASETS) $(if $(PROFILE),--profile $(PROFILE))
 
 bench: setup
 	$(PYTHON) -m lib.bench data

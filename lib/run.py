@@ -1,7 +1,10 @@
 """Run the notebook series headless with papermill.
 
     python -m lib.run --profile cpu --dataset six_emotions fer2013 [--only 00,01] [--html]
-                      [--jobs N]
+                      [--jobs N] [--no-train]
+
+Notebooks get their fits from the fit store (lib.store): a missing fit is trained in the
+kernel, or, with --no-train, listed as missing and left out (a re-render from the store).
 
 Executed copies go to reports/<profile>/<dataset>/; result rows to results/<profile>/;
 figures to figures/<profile>/. Stops at the first failing notebook and names the failing cell.
@@ -179,7 +182,8 @@ def run_parallel(datasets: list[str], nbs: list[Path], profile: config.Profile, 
     def child(ds: str) -> tuple[str, int, Path]:
         log = log_dir / f"{profile.name}_{ds}.log"
         cmd = [sys.executable, "-m", "lib.run", "--profile", profile.name, "--dataset", ds,
-               "--only", only, "--jobs", "1", *(["--html"] if html else [])]
+               "--only", only, "--jobs", "1", *(["--html"] if html else []),
+               *(["--no-train"] if os.environ.get("FER_STORE_TRAIN") == "0" else [])]
         print(f"[{ds}] started ({threads} thread(s)); log: {rel(log)}", flush=True)
         with log.open("w") as out:
             rc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -214,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--html", action="store_true", help="also export HTML next to each report")
     ap.add_argument("--jobs", type=int, default=None,
                     help="datasets run at once (default: 1 on a GPU, else all of them)")
+    ap.add_argument("--no-train", action="store_true",
+                    help="render from the fit store only: a missing fit is listed, not trained")
     args = ap.parse_args(argv)
+    if args.no_train:  # kernels and child runners inherit it (lib.store.training_allowed)
+        os.environ["FER_STORE_TRAIN"] = "0"
 
     from lib import results
 

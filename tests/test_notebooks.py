@@ -49,6 +49,21 @@ def _isolate(monkeypatch, tmp: Path) -> None:
         monkeypatch.setenv(var, str(tmp / sub))
 
 
+# experiments each notebook must record, and for some the rows per experiment and split in
+# the smoke profile (1 seed): a notebook that silently skips an arm fails here
+EXPECTED = {
+    "00_eda": {"chance": 2},
+    "01_baseline": {"baseline": 1, "classical": 2, "label_shuffle": 1},
+    "02_augmentation": {"policy": None, "single_transforms": None, "strength_sweep": None},
+    "03_capacity": {"capacity": None, "sweep_filters": None, "sweep_kernel_size": None,
+                    "sweep_dropout": None, "kfold_cv": None, "imbalance": None},
+    "04_targeted_augmentation": {"targeted_augmentation": None},
+    "05_domain_shift": {},  # its experiments depend on which other datasets are present
+    "06_ensemble": {"base": None, "ensemble": None},
+    "07_summary": {"selected": None},
+}
+
+
 def _check_outputs(tmp: Path, dataset: str) -> None:
     for nb in NOTEBOOKS:
         assert (tmp / "reports" / "smoke" / dataset / nb.name).exists(), nb.name
@@ -56,6 +71,12 @@ def _check_outputs(tmp: Path, dataset: str) -> None:
         assert csv.exists(), f"{nb.stem} wrote no result rows"
         rows = pd.read_csv(csv)
         assert len(rows) > 0 and rows["macro_f1"].between(0, 1).all(), nb.stem
+        for exp, n in EXPECTED.get(nb.stem, {}).items():
+            got = rows[rows["experiment"] == exp]
+            assert len(got), f"{nb.stem} recorded no {exp!r} rows"
+            if n is not None:  # per split: every evaluated split has the same number of rows
+                counts = got.groupby("split").size()
+                assert (counts == n).all(), f"{nb.stem} {exp}: rows per split {counts.to_dict()}"
         figs = list((tmp / "figures" / "smoke" / nb.stem / dataset).glob("*.png"))
         assert figs, f"{nb.stem} saved no figure"
 
@@ -76,6 +97,7 @@ def test_smoke_series_on_generated_data(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 @pytest.mark.skipif(not (SHARED / "six_emotions").is_dir(), reason="shared data not present")
 def test_smoke_series_on_six_emotions(tmp_path, monkeypatch):
     monkeypatch.setenv("FER_DATA_ROOT", str(SHARED))
