@@ -129,7 +129,9 @@ class HOGLinear(_Base):
         if self.clf == "logreg":
             est = LogisticRegression(C=self.C, max_iter=2000)
         else:
-            est = LinearSVC(C=self.C, random_state=self.seed)
+            # dual="auto": primal when n > features (fer2013), dual otherwise; 1,000 iterations
+            # (the default) left six_emotions unconverged (a ConvergenceWarning per fold)
+            est = LinearSVC(C=self.C, random_state=self.seed, dual="auto", max_iter=10_000)
             fewest = np.bincount(y)[np.unique(y)].min()
             if self.calibrate and fewest >= 3:
                 est = CalibratedClassifierCV(est, method="sigmoid", cv=3)

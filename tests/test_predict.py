@@ -130,3 +130,16 @@ def test_dangling_symlink_gets_an_error_row(setup):
     row = df[df.path == str(folder.resolve() / "gone.png")]
     assert len(df) == 6 and row.error.item().startswith("missing file: ")
     assert "dangling symlink" in row.error.item() and row.pred.isna().all()
+
+
+def test_cli_whole_files_and_faces_tables(setup, capsys):
+    folder, ckpt, _ = setup
+    assert predict.main([str(folder), "--checkpoint", str(ckpt), "--faces", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "emotion" in out and "box" not in out and "nested/img3.png" in out
+    assert predict.main([str(folder), "--checkpoint", str(ckpt)]) == 0  # noise: no faces
+    out = capsys.readouterr().out
+    assert "no face found in 4 (classified whole)" in out and "1 skipped" in out
+    assert "box (x,y,w,h)" in out and "whole 36x40" in out
+    with pytest.raises(TypeError, match="predict_faces takes files"):
+        predict.predict_faces(torch.zeros((1, 1, 24, 24), dtype=torch.uint8), ckpt)

@@ -1,0 +1,289 @@
+"""Released models: the one fit per dataset that a person can use, copied out of the store.
+
+    python -m lib.release --profile cpu --dataset six_emotions [--dataset ...] [--dry-run]
+
+`choose` picks, among the stored fits of a dataset (training subset 'all' only), the arm
+(model + recipe + input, i.e. a spec without its seed) with the best mean validation
+macro-F1 over its seeds, then that arm's seed with the best validation macro-F1. Test
+numbers never take part in the choice. `publish` writes `models/<dataset>.pt` (the
+lib.models.save_checkpoint format, without the training state: what lib.predict needs)
+and `models/<dataset>.json` (provenance: store record and key, model, seed, profile,
+commit, validation macro-F1, test macro-F1 / accuracy / balanced accuracy, classes,
+preprocessing). The folder is $FER_MODELS_DIR, else <project root>/models.
+
+This module imports only the standard library and lib.config at the top, so that
+lib.predict can resolve a release name without loading the store.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib import config
+
+MAX_BYTES = 20 * 2**20  # a release is committed: keep it a small file
+DEFAULT = "six_emotions"  # the release lib.predict / lib.demo use without --model
+VAL_ATOL = 1e-2  # published weights must reproduce the record's val probabilities
+
+
+class ReleaseError(LookupError):
+    """No release can be made or found; the message says what is missing and what to run."""
+
+
+def models_dir() -> Path:
+    """Where releases live: $FER_MODELS_DIR, else <project root>/models (committed)."""
+    return Path(os.environ.get("FER_MODELS_DIR") or config.ROOT / "models")
+
+
+def released(name: str | None = None) -> Path:
+    """The checkpoint of release `name` (a dataset name; '.pt' optional); without a name
+    models/six_emotions.pt when present, else the first models/*.pt."""
+    d = models_dir()
+    have = sorted(d.glob("*.pt"))
+    if name is None:
+        if (d / f"{DEFAULT}.pt").is_file():
+            return d / f"{DEFAULT}.pt"
+        if have:
+            return have[0]
+        raise ReleaseError(f"no released model in {d}; make one with `python -m lib.release "
+                           f"--profile cpu --dataset {DEFAULT}` or pass --checkpoint FILE")
+    p = d / (name if name.endswith(".pt") else f"{name}.pt")
+    if not p.is_file():
+        names = ", ".join(h.stem for h in have) or "none"
+        raise ReleaseError(f"no release {Path(name).stem!r} in {d} (have: {names}); "
+                           f"`python -m lib.release --dataset {Path(name).stem}` makes it")
+    return p
+
+
+# ---------------------------------------------------------------- choosing -------------
+@dataclass(frozen=True)
+class Choice:
+    """The released fit of one dataset and why it was chosen."""
+
+    profile: str
+    dataset: str
+    record: Path
+    meta: dict
+    arm: str
+    arm_mean_val_macro_f1: float
+    arm_seeds: int
+    arms: list[dict]  # every candidate arm: name, seeds, mean validation macro-F1
+
+    @property
+    def val_macro_f1(self) -> float:
+        return float(self.meta["attrs"]["best_val_macro_f1"])
+
+
+def _arm_key(spec: dict) -> str:
+    """An arm is a spec without its seed (model, recipe, input, pretrained, kwargs)."""
+    return json.dumps({k: v for k, v in spec.items() if k != "seed"}, sort_keys=True)
+
+
+def _arm_names(profile: str, dataset: str) -> dict[str, str]:
+    """Arm key -> plan arm name ('03.conv4net'); empty when the profile is unknown."""
+    from dataclasses import asdict
+
+    from lib import plan
+
+    try:
+        P = config.get_profile(profile)
+    except ValueError:
+        return {}
+    return {_arm_key(asdict(s)): a.name for a in plan.arms(P, dataset) for s in a.specs}
+
+
+def fits(profile: str, dataset: str) -> list[tuple[Path, dict]]:
+    """(record path, metadata) of every stored fit of `dataset` trained on subset 'all'."""
+    from lib import store
+
+    out = []
+    for rec in sorted((store.root() / profile / dataset).glob("*.json")):
+        meta = json.loads(rec.read_text())
+        if meta["spec"].get("subset", "all") == "all":
+            out.append((rec, meta))
+    return out
+
+
+def pick(candidates: list[tuple[Path, dict]]) -> tuple[int, list[dict]]:
+    """(index of the chosen fit, arms table): best arm by mean validation macro-F1 over its
+    seeds, then its best seed. Ties go to the earlier arm name / the lower seed, so the
+    choice does not depend on file order."""
+    arms: dict[str, list[int]] = {}
+    for i, (_, meta) in enumerate(candidates):
+        arms.setdefault(_arm_key(meta["spec"]), []).append(i)
+
+    def val(i: int) -> float:
+        return float(candidates[i][1]["attrs"]["best_val_macro_f1"])
+
+    table = [{"key": k, "seeds": len(ix), "mean_val_macro_f1": sum(map(val, ix)) / len(ix),
+              "members": ix} for k, ix in arms.items()]
+    table.sort(key=lambda a: (-a["mean_val_macro_f1"], a["key"]))
+    best = table[0]["members"]
+    chosen = min(best, key=lambda i: (-val(i), candidates[i][1]["spec"]["seed"]))
+    return chosen, table
+
+
+def choose(profile: str, dataset: str) -> Choice:
+    """The fit to release for `dataset` from the `profile` store (see the module doc)."""
+    from lib import store
+
+    cands = fits(profile, dataset)
+    if not cands:
+        raise ReleaseError(f"{dataset}: no stored fit on subset 'all' under "
+                           f"{store.root() / profile / dataset}; `python -m lib.plan --profile "
+                           f"{profile} --train --dataset {dataset}` trains them")
+    i, table = pick(cands)
+    names = _arm_names(profile, dataset)
+    for a in table:
+        spec = json.loads(a["key"])
+        a["name"] = names.get(a["key"], spec["model"])
+    rec, meta = cands[i]
+    top = table[0]
+    arms = [{k: a[k] for k in ("name", "seeds", "mean_val_macro_f1")} for a in table]
+    return Choice(profile, dataset, rec, meta, top["name"], top["mean_val_macro_f1"],
+                  top["seeds"], arms)
+
+
+# ---------------------------------------------------------------- publishing -----------
+def _checkpoint_of(choice: Choice) -> Path:
+    from lib import store
+
+    ckpt = store.checkpoint_dir(choice.profile, choice.dataset) / f"{choice.record.stem}.pt"
+    if not ckpt.is_file():
+        raise ReleaseError(
+            f"{choice.dataset}: the checkpoint of {choice.record.name} is not here ({ckpt}); "
+            "checkpoints are not committed: set FER_CKPT_DIR to where they are, or delete "
+            "the record and retrain it with `python -m lib.plan --train`")
+    return ckpt
+
+
+def _test_scores(choice: Choice, probs: dict) -> tuple[dict, tuple]:
+    """Test scores of the record's probabilities against the true labels, and the data."""
+    import numpy as np
+
+    from lib import data, metrics, store
+
+    P = config.get_profile(choice.profile)
+    spec = store.FitSpec(**choice.meta["spec"])
+    splits = data.load_splits(choice.dataset, max_per_class=P.max_per_class, seed=P.seeds[0])
+    tensors = store.prepare(spec, splits)
+    if store.key(spec, store.data_hash(tensors)) != choice.meta["key"]:
+        # the labels would not be the ones the record was scored on
+        raise ReleaseError(f"{choice.dataset}: the data under {config.paths().data_root} is "
+                           f"not the data {choice.record.name} was trained on (key differs)")
+    test = tensors[2]
+    rep = metrics.evaluate(test.labels.numpy(), np.asarray(probs["test"]), list(test.classes))
+    scores = {k: float(rep[k]) for k in ("macro_f1", "accuracy", "balanced_accuracy")}
+    return {**scores, "n": int(rep["n"])}, tensors
+
+
+def _serialise(model, meta: dict, choice: Choice) -> bytes:
+    """The release checkpoint as bytes (save_checkpoint's format; training extras dropped)."""
+    import tempfile
+
+    from lib import models
+
+    extra = {"release": {"dataset": choice.dataset, "profile": choice.profile,
+                         "record": choice.record.name, "key": choice.meta["key"]}}
+    with tempfile.TemporaryDirectory() as tmp:
+        f = models.save_checkpoint(Path(tmp) / "release.pt", model, meta["classes"],
+                                   face_crop=meta["face_crop"], img_size=meta["img_size"],
+                                   channels=meta["channels"], extra=extra)
+        return f.read_bytes()
+
+
+def _val_check(model, val_ds, probs: dict) -> float:
+    """Max abs difference between the record's val probabilities and the model's now."""
+    import numpy as np
+
+    from lib import train
+
+    return float(np.abs(train.predict_proba(model, val_ds) - probs["val"]).max())
+
+
+def publish(profile: str, dataset: str) -> dict:
+    """Write models/<dataset>.pt and .json for the chosen fit; returns the provenance."""
+    from lib import predict, store
+    from lib.atomic import write_bytes, write_text
+
+    choice = choose(profile, dataset)
+    ckpt = _checkpoint_of(choice)
+    model, meta = predict.read_checkpoint(ckpt)  # one-line CheckpointError when corrupt
+    if list(meta["classes"]) != list(choice.meta["classes"]):
+        raise ReleaseError(f"{ckpt}: classes {meta['classes']} differ from the record's "
+                           f"{choice.meta['classes']}")
+    blob = _serialise(model, meta, choice)
+    if len(blob) > MAX_BYTES:
+        raise ReleaseError(f"{dataset}: {choice.record.stem} is {len(blob) / 2**20:.1f} MB, over "
+                           f"the {MAX_BYTES // 2**20} MB a committed release may be")
+    _, probs = store.read(choice.record)
+    test, tensors = _test_scores(choice, probs)
+    diff = _val_check(model, tensors[1], probs)
+    if diff > VAL_ATOL:
+        raise ReleaseError(f"{ckpt}: gives val probabilities {diff:.3g} away from "
+                           f"{choice.record.name}'s: not the checkpoint of that fit")
+    m = choice.meta
+    info = {
+        "dataset": dataset, "file": f"{dataset}.pt", "bytes": len(blob),
+        "record": f"{profile}/{dataset}/{choice.record.name}", "key": m["key"],
+        "model": m["spec"]["model"], "arm": choice.arm, "seed": m["spec"]["seed"],
+        "profile": profile, "commit": m.get("commit", "unknown"),
+        "recipe_version": m.get("recipe_version"), "trained_at": m.get("trained_at"),
+        "params": m.get("params"), "val_macro_f1": choice.val_macro_f1,
+        "arm_mean_val_macro_f1": choice.arm_mean_val_macro_f1, "arm_seeds": choice.arm_seeds,
+        "test": test, "classes": list(meta["classes"]),
+        "preprocessing": {"img_size": int(meta["img_size"]), "channels": int(meta["channels"]),
+                          "face_crop": bool(meta["face_crop"])},
+        "val_probs_max_abs_diff": diff, "candidates": choice.arms,
+    }
+    out = models_dir()
+    write_bytes(out / f"{dataset}.pt", blob)  # weights first: the json never points at nothing
+    write_text(out / f"{dataset}.json", json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def describe(info: dict) -> str:
+    """One line saying what was published."""
+    t, mb = info["test"], info["bytes"] / 2**20
+    return (f"{info['dataset']}: published {models_dir() / info['file']} ({mb:.1f} MB): "
+            f"{info['model']} seed {info['seed']} of arm {info['arm']} (val macro-F1 "
+            f"{info['val_macro_f1']:.3f}; arm mean {info['arm_mean_val_macro_f1']:.3f} "
+            f"over {info['arm_seeds']} seed(s)) from store {info['record']}; test macro-F1 "
+            f"{t['macro_f1']:.3f}, accuracy {t['accuracy']:.3f}, balanced accuracy "
+            f"{t['balanced_accuracy']:.3f} (n={t['n']})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib.release", description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="cpu", help="the store profile (default cpu)")
+    ap.add_argument("--dataset", action="extend", nargs="+", required=True)
+    ap.add_argument("--dry-run", action="store_true", help="say what would be published")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    args = ap.parse_args(argv)
+    from lib.data import run_cli
+
+    return run_cli(lambda: _command(args), args.debug)
+
+
+def _command(args: argparse.Namespace) -> int:
+    for dataset in args.dataset:
+        if args.dry_run:
+            c = choose(args.profile, dataset)
+            print(f"{dataset}: would publish {c.record.name} ({c.meta['spec']['model']} seed "
+                  f"{c.meta['spec']['seed']}, val macro-F1 {c.val_macro_f1:.3f}) of arm {c.arm} "
+                  f"(mean {c.arm_mean_val_macro_f1:.3f} over {c.arm_seeds} seed(s))")
+            for a in c.arms:
+                print(f"  {a['name']:20s} {a['seeds']} seed(s)  mean val macro-F1 "
+                      f"{a['mean_val_macro_f1']:.3f}")
+        else:
+            print(describe(publish(args.profile, dataset)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
