@@ -123,3 +123,32 @@ class ImageTensors:
     def __repr__(self) -> str:
         return (f"ImageTensors(n={len(self)}, shape={tuple(self.images.shape[1:])}, "
                 f"classes={self.classes})")
+
+
+def take(ds, idx) -> "ImageTensors":
+    """A shallow copy of `ds` restricted to positions `idx` (repeats allowed: over-sampling);
+    images, labels, rows and paths stay aligned. The one place datasets are subset."""
+    import copy
+
+    idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+    out = copy.copy(ds)
+    out.images, out.labels = ds.images[idx], torch.as_tensor(ds.labels)[idx]
+    if getattr(ds, "rows", None) is not None:
+        out.rows = ds.rows.iloc[idx.numpy()].reset_index(drop=True)
+        out.paths = out.rows["path"].tolist()
+    return out
+
+
+def concat(*parts) -> "ImageTensors":
+    """The datasets one after another (same classes, size and channels)."""
+    import copy
+
+    first = parts[0]
+    if any(list(p.classes) != list(first.classes) for p in parts):
+        raise ValueError("concat: the datasets have different classes")
+    out = copy.copy(first)
+    out.images = torch.cat([p.images for p in parts])
+    out.labels = torch.cat([torch.as_tensor(p.labels) for p in parts])
+    out.rows = pd.concat([p.rows for p in parts], ignore_index=True)
+    out.paths = out.rows["path"].tolist()
+    return out

@@ -56,16 +56,18 @@ def comparisons(table: pd.DataFrame, metric: str = "macro_f1", alpha: float = 0.
     for _, r in table.iterrows():
         a, b = (r["comparison"].split(" vs ", 1) + ["B"])[:2]
         diff, p = float(r["diff"]), float(r["primary_p"])
+        m = r["metric"] if "metric" in r and isinstance(r["metric"], str) else metric
         test = "paired t-test over seeds" if r["seeds"] >= 2 else "paired bootstrap, one seed"
         if p < alpha and abs(diff) >= TIE:
             better, worse = (a, b) if diff > 0 else (b, a)
-            out.append(f"{better} beats {worse} by {abs(diff):.3f} {metric.replace('_', '-')} "
+            out.append(f"{better} beats {worse} by {abs(diff):.3f} {m.replace('_', '-')} "
                        f"({test}, {p_text(p)}).")
         elif abs(diff) < TIE:
-            out.append(f"{a} and {b} tie (difference {diff:+.3f}, {test}, {p_text(p)}).")
-        else:
-            out.append(f"{a} vs {b}: no evidence of a difference (difference {diff:+.3f}, "
+            out.append(f"{a} and {b} tie on {m.replace('_', '-')} (difference {diff:+.3f}, "
                        f"{test}, {p_text(p)}).")
+        else:
+            out.append(f"{a} vs {b}: no evidence of a difference in {m.replace('_', '-')} "
+                       f"(difference {diff:+.3f}, {test}, {p_text(p)}).")
     return out
 
 
@@ -77,6 +79,36 @@ def chosen(summary_val: pd.DataFrame, summary_test: pd.DataFrame, label: str = "
     return (f"Chosen on validation: **{best}**, test {metric.replace('_', '-')} "
             f"{mean_sd(t[f'{metric}_mean'], t[f'{metric}_std'], int(t['n']))}, balanced "
             f"accuracy {t['balanced_accuracy_mean']:.3f}, accuracy {t['accuracy_mean']:.3f}.")
+
+
+def sweep(sweep_rows, cv_rows) -> list[str]:
+    """Per swept factor: the value validation prefers, and whether its lead over the next
+    value exceeds the 3-fold CV spread of macro-F1 (else no evidence for one value)."""
+    if not len(sweep_rows):
+        return []
+    df = pd.DataFrame(sweep_rows)
+    cv = pd.DataFrame(cv_rows)
+    sd = float(cv["macro_f1"].std()) if len(cv) > 1 else float("nan")
+    out = []
+    for exp, g in df.groupby("experiment", sort=False):
+        g = g.sort_values("macro_f1", ascending=False)
+        best, lead = g.iloc[0], (g.iloc[0]["macro_f1"] - g.iloc[1]["macro_f1"]) if len(g) > 1 else 0
+        s = f"Sweep of {exp.removeprefix('sweep_')}: validation prefers {best['variant']} " \
+            f"(macro-F1 {best['macro_f1']:.3f}, {lead:.3f} ahead of the next value)"
+        if sd == sd:
+            s += ("; the lead is within the 3-fold CV spread " if lead <= sd else
+                  "; the lead exceeds the 3-fold CV spread ") + f"({sd:.3f})"
+            s += ", so no evidence for one value over the other" if lead <= sd else ""
+        out.append(s + ".")
+    return out
+
+
+def missing(what: str, table: pd.DataFrame) -> list[str]:
+    """A sentence for a section whose fits are not all in the store yet."""
+    if table is None or table.empty:
+        return []
+    return [f"{what}: {len(table)} fit(s) are not in the fit store yet "
+            f"({', '.join(sorted(set(table['arm'])))}); `python -m lib.plan --train` trains them."]
 
 
 def markdown(lines: Iterable[str], title: str | None = None) -> str:

@@ -48,6 +48,13 @@ class Arm:
     specs: tuple[FitSpec, ...]
     note: str = ""
 
+    @property
+    def section(self) -> str:
+        """'capacity' for '03.conv4net'; 'sweep', 'cv', 'imbalance' ... for '03.sweep.x=1'."""
+        parts = self.name.split(".")
+        return parts[1].split("_seeds")[0] if len(parts) > 2 else \
+            ("capacity" if self.notebook == "03_capacity" else parts[1])
+
 
 def input_for(P: config.Profile, dataset: str, model: str) -> tuple[int, int]:
     """(img_size, channels) a model trains at on a dataset."""
@@ -77,11 +84,97 @@ def recipe(P: config.Profile, dataset: str, model: str, study: str = "common") -
     return base
 
 
-def _specs(P, dataset, model, seeds, study="common", **kw) -> tuple[FitSpec, ...]:
+def _specs(P, dataset, model, seeds, study="common", changes=None, **kw) -> tuple[FitSpec, ...]:
     size, ch = input_for(P, dataset, model)
     pre = bool(P.pretrained and model in IMAGENET_OFFLINE)
-    return tuple(FitSpec(model, recipe(P, dataset, model, study), s, size, ch, pretrained=pre,
-                         **kw) for s in seeds)
+    r = {**recipe(P, dataset, model, study), **(changes or {})}
+    return tuple(FitSpec(model, r, s, size, ch, pretrained=pre, **kw) for s in seeds)
+
+
+# 03's studies (sweeps, CV, imbalance) on a large dataset train on a fixed stratified
+# subset of this many images (all of a smaller set), each fit still to convergence
+STUDY_IMAGES = 6000
+# study 004's sweeps, one factor at a time around its final setting (64 filters, 3x3,
+# dropout 0.2); every point is judged on validation
+SWEEP = {"filters": (16, 32, 64), "kernel_size": (3, 5), "dropout": (0.0, 0.2, 0.5)}
+SWEEP_DEFAULT = {"filters": 64, "kernel_size": 3, "dropout": 0.2}
+# study 003's remedies, each changing one thing of plain cross-entropy (no class weights, no
+# label smoothing, no augmentation): (recipe changes, training subset)
+PLAIN = {"label_smoothing": 0.0, "class_weights": None, "augment": "none"}
+IMBALANCE = {
+    "plain_ce": ({}, None), "undersample": ({}, "undersample"), "oversample": ({}, "oversample"),
+    "augment_to_balance": ({"sampler": "balanced", "augment": "standard"}, None),
+    "class_weights": ({"class_weights": "balanced"}, None),
+    "balanced_sampler": ({"sampler": "balanced"}, None),
+    "focal": ({"loss": "focal"}, None), "soft_f1": ({"loss": "soft_f1"}, None),
+    "logit_adjusted": ({"loss": "logit_adjusted"}, None),
+}
+
+
+def _study_subset(dataset: str, extra: str | None = None) -> str:
+    parts = ([f"stratified:{STUDY_IMAGES}"] if dataset in LARGE else []) + ([extra] if extra else [])
+    return "+".join(parts) or "all"
+
+
+def _study_recipe(P, dataset: str, model: str, study: str = "common") -> dict:
+    """A 03 study fit's recipe: the subset is small, so the small-set epoch cap."""
+    return {**recipe(P, dataset, model, study), "epochs": P.max_epochs}
+
+
+def study_arms(P: config.Profile, dataset: str) -> list[Arm]:
+    """03's sweeps, 3-fold CV and imbalance remedies. The imbalance contrast (plain CE and
+    the remedy best on validation, over the remaining seeds) appears once every remedy's
+    first fit is stored, since which remedy is best is read from them."""
+    one, rest = tuple(P.seeds[:1]), tuple(P.seeds[1:])
+    out, seen = [], set()
+    for factor, values in SWEEP.items():
+        for v in values:
+            kw = {**SWEEP_DEFAULT, factor: v}
+            spec = _specs(P, dataset, "conv4net", one, changes=_study_recipe(P, dataset, "conv4net"),
+                          model_kw=kw, subset=_study_subset(dataset))
+            name = f"03.sweep.{factor}={v}"
+            if tuple(sorted(kw.items())) in seen:
+                out.append(Arm("03_capacity", name, spec, "the default point, shared by the factors"))
+                continue
+            seen.add(tuple(sorted(kw.items())))
+            out.append(Arm("03_capacity", name, spec, "one seed per sweep point (validation only)"))
+    for k in range(3):
+        cv = {**_study_recipe(P, dataset, "conv4net"), "patience": None}
+        out.append(Arm("03_capacity", f"03.cv.fold{k}",
+                       _specs(P, dataset, "conv4net", one, changes=cv, model_kw=SWEEP_DEFAULT,
+                              subset=_study_subset(dataset, f"cv3:{k}")),
+                       "study 004's final setting, fold k held out (no early stopping)"))
+    imb = {}
+    for name, (changes, extra) in IMBALANCE.items():
+        r = {**_study_recipe(P, dataset, "small_cnn", "study000"), **PLAIN, **changes}
+        imb[name] = (r, _study_subset(dataset, extra))
+        out.append(Arm("03_capacity", f"03.imbalance.{name}",
+                       _specs(P, dataset, "small_cnn", one, changes=r, subset=imb[name][1]),
+                       "one seed: the remedy is chosen on validation"))
+    best = best_remedy(P, dataset, imb)
+    if best and rest:
+        for name in dict.fromkeys(("plain_ce", best)):
+            r, sub = imb[name]
+            out.append(Arm("03_capacity", f"03.imbalance_seeds.{name}",
+                           _specs(P, dataset, "small_cnn", rest, changes=r, subset=sub),
+                           f"the remaining seeds of plain CE and of {best}, best on validation"))
+    return out
+
+
+def best_remedy(P: config.Profile, dataset: str, imb: dict) -> str | None:
+    """The remedy (not plain CE) with the best validation macro-F1 among the stored first
+    fits, or None while any of them is missing."""
+    from lib import store
+
+    scores = {}
+    for name, (r, sub) in imb.items():
+        spec = _specs(P, dataset, "small_cnn", P.seeds[:1], changes=r, subset=sub)[0]
+        meta = store.find(P.name, dataset, spec)
+        if meta is None:
+            return None
+        scores[name] = meta["attrs"]["best_val_macro_f1"]
+    scores.pop("plain_ce")
+    return max(scores, key=scores.get)
 
 
 def arms(P: config.Profile, dataset: str) -> list[Arm]:
@@ -102,7 +195,7 @@ def arms(P: config.Profile, dataset: str) -> list[Arm]:
         note = "every seed" if many else "one seed: a scratch backbone costs 3-10x a small CNN on a CPU"
         out.append(Arm("03_capacity", f"03.{m}", _specs(P, dataset, m, seeds if many else one),
                        note))
-    return out
+    return out + study_arms(P, dataset)
 
 
 def arm(P: config.Profile, dataset: str, name: str) -> Arm:

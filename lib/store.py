@@ -25,12 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import config, experiment, metrics, models, train
+from lib import config, experiment, metrics, models, subsets, train
 from lib.atomic import write_bytes
 
 # 1: first store (48 px native inputs, integer-shift augmentation, recipes in lib.plan)
 RECIPE_VERSION = 1
-SUBSETS = ("all", "label_shuffle")
 
 
 class MissingFit(LookupError):
@@ -40,7 +39,8 @@ class MissingFit(LookupError):
 @dataclass(frozen=True)
 class FitSpec:
     """What identifies one fit besides the data: model, recipe (train.Config fields), seed,
-    input, and a named training subset ('all' or 'label_shuffle')."""
+    input, and a named training subset (lib.subsets: 'all', 'label_shuffle',
+    'stratified:N', 'undersample', 'oversample', 'cv3:K', joined with '+')."""
 
     model: str
     recipe: dict
@@ -52,8 +52,9 @@ class FitSpec:
     subset: str = "all"
 
     def __post_init__(self) -> None:
-        if self.subset not in SUBSETS:
-            raise ValueError(f"FitSpec.subset={self.subset!r}; choose from {SUBSETS}")
+        subsets.parse(self.subset)  # a bad subset name fails here
+        if subsets.holds_out(self.subset) and self.recipe.get("patience"):
+            raise ValueError("a CV fit cannot early-stop on its held-out fold: patience=None")
         train.Config(**self.recipe)  # unknown or bad recipe fields fail here, not mid-plan
 
     def config(self, **runtime) -> train.Config:
@@ -118,8 +119,7 @@ def prepare(spec: FitSpec, splits) -> tuple:
     if (spec.img_size, spec.channels) not in memo:
         memo[spec.img_size, spec.channels] = splits.tensors(spec.img_size, spec.channels)
     train_ds, val_ds, test_ds = memo[spec.img_size, spec.channels]
-    if spec.subset == "label_shuffle":
-        train_ds = train.label_shuffle(train_ds, seed=spec.seed)
+    train_ds, val_ds = subsets.apply(spec.subset, spec.seed, train_ds, val_ds)
     return train_ds, val_ds, test_ds
 
 
@@ -152,7 +152,8 @@ def _train(spec: FitSpec, data: tuple, ckpt: Path) -> tuple[dict, dict, torch.nn
                           pretrained=spec.pretrained, **kw)
     cfg = spec.config(checkpoint=ckpt, resume=True, desc=f"{spec.model} s{spec.seed}")
     t0 = time.perf_counter()
-    hist = train.fit(model, train_ds, val_ds, cfg)
+    # a held-out CV fold is scored, never used to stop or to choose the checkpoint
+    hist = train.fit(model, train_ds, None if subsets.holds_out(spec.subset) else val_ds, cfg)
     t1 = time.perf_counter()
     probs = {}
     for split, ds in (("val", val_ds), ("test", test_ds)):
@@ -246,6 +247,17 @@ def extra_probs(run: experiment.Run, name: str, ds) -> np.ndarray:
         raise ValueError(f"{run.record}: {name} holds {len(probs[name])} rows for {len(ds)} images")
     run.probs[name] = probs[name]
     return probs[name]
+
+
+def find(profile: str, dataset: str, spec: FitSpec) -> dict | None:
+    """The metadata of a stored fit of `spec` on a dataset, found by its spec alone (no data
+    needed: the plan uses it to pick an arm from earlier fits' validation scores)."""
+    want = json.loads(json.dumps(asdict(spec), default=str))
+    for rec in sorted((root() / profile / dataset).glob(f"{spec.model}-*.json")):
+        meta = json.loads(rec.read_text())
+        if meta["spec"] == want and meta.get("recipe_version") == RECIPE_VERSION:
+            return meta
+    return None
 
 
 def records(profile: str, dataset: str | None = None) -> pd.DataFrame:

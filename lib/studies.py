@@ -12,13 +12,14 @@ import pandas as pd
 from lib import classical, data, experiment, metrics, plan, results, store
 
 
-def fits(P, dataset: str, splits, notebook: str, names: tuple[str, ...] | None = None) -> dict:
+def fits(P, dataset: str, splits, notebook: str, names: tuple[str, ...] | None = None,
+         section: str | None = None) -> dict:
     """{arm name: runs} for a notebook's arms in the plan, from the store (training what is
     missing unless FER_STORE_TRAIN=0; then an arm keeps only its stored seeds, and an arm
     without any is left out and listed by `missing`)."""
     out = {}
     for a in plan.arms_of(P, dataset, notebook):
-        if names and a.name not in names:
+        if (names and a.name not in names) or (section and a.section != section):
             continue
         runs = []
         for spec in a.specs:
@@ -31,11 +32,11 @@ def fits(P, dataset: str, splits, notebook: str, names: tuple[str, ...] | None =
     return out
 
 
-def missing(P, dataset: str, splits, notebook: str) -> pd.DataFrame:
-    """The planned fits of a notebook that are not in the store (arm, model, seed)."""
+def missing(P, dataset: str, splits, notebook: str, section: str | None = None) -> pd.DataFrame:
+    """The planned fits of a notebook (or one section) not in the store (arm, model, seed)."""
     rows = [{"arm": a.name, "model": s.model, "seed": s.seed}
             for a in plan.arms_of(P, dataset, notebook) for s in a.specs
-            if not store.has(s, splits, P.name)]
+            if (section is None or a.section == section) and not store.has(s, splits, P.name)]
     return pd.DataFrame(rows, columns=["arm", "model", "seed"])
 
 
@@ -54,13 +55,14 @@ def arm_rows(arms: dict, experiment_name: str) -> list[dict]:
     return rows
 
 
-def classical_rows(data: tuple, classes, bootstrap: int) -> list[dict]:
+def classical_rows(data: tuple, classes, bootstrap: int,
+                   which: tuple[str, ...] = ("knn_pixels_k101", "hog_linear")) -> list[dict]:
     """kNN on standardised pixels (k = 101, study 003) and HOG + a linear classifier, each
     fitted once on train (deterministic given the split) and scored on val and test."""
     train_ds, val_ds, test_ds = data
     rows = []
-    for name, clf in (("knn_pixels_k101", classical.KNNPixels(k=101)),
-                      ("hog_linear", classical.HOGLinear())):
+    make = {"knn_pixels_k101": lambda: classical.KNNPixels(k=101), "hog_linear": classical.HOGLinear}
+    for name, clf in ((n, make[n]()) for n in which):
         clf.fit(train_ds)
         for split, ds in (("val", val_ds), ("test", test_ds)):
             rep = metrics.evaluate(ds.labels.numpy(), clf.predict_proba(ds), classes,
@@ -155,3 +157,53 @@ def side_by_side(rows, splits=("test", "test_official"), by=("experiment", "mode
     g = df.groupby([*by, "split"])[["accuracy", "macro_f1"]].mean().unstack("split")
     g.columns = [f"{m}_{s}" for m, s in g.columns]
     return g.reset_index().round(4)
+
+
+def section_rows(arms: dict) -> list[dict]:
+    """Result rows of 03's study arms, named as the studies name them: sweep points
+    (experiment 'sweep_<factor>', variant '<factor>=<value>', validation only), CV folds
+    (experiment 'kfold_cv', split 'cv_fold': the held-out fold), imbalance remedies
+    (experiment 'imbalance', variant = the remedy, every seed of it)."""
+    rows = []
+    for name, runs in arms.items():
+        _, kind, label = name.split(".", 2)
+        if kind == "sweep":
+            factor = label.split("=")[0]
+            for r in experiment.rows(runs, experiment=f"sweep_{factor}", variant=label):
+                if r["split"] == "val":  # a sweep never looks at test
+                    rows.append(r)
+        elif kind == "cv":
+            for r in experiment.rows(runs, experiment="kfold_cv", variant="study004_final"):
+                if r["split"] == "val":
+                    rows.append({**r, "split": "cv_fold", "fold": int(label[-1])})
+        else:
+            rows += experiment.rows(runs, experiment="imbalance", variant=label)
+    return rows
+
+
+def chosen_setting(sweep_rows: list[dict]) -> dict:
+    """Per swept factor, the value with the best validation macro-F1 (one factor at a time
+    around study 004's final setting; ties go to the first value listed)."""
+    df = pd.DataFrame(sweep_rows)
+    out = {}
+    for exp, g in df.groupby("experiment", sort=False):
+        best = g.loc[g["macro_f1"].idxmax(), "variant"]
+        out[exp.removeprefix("sweep_")] = best.split("=", 1)[1]
+    return out
+
+
+def imbalance_contrast(arms: dict, bootstrap: int = 1000) -> tuple[str | None, pd.DataFrame]:
+    """(remedy best on validation among the first seed's fits, its test comparison with
+    plain CE over the seeds both have); (None, empty) until the seed-0 fits are stored."""
+    first = {n.split(".", 2)[2]: r for n, r in arms.items() if n.startswith("03.imbalance.")}
+    if "plain_ce" not in first or len(first) < len(plan.IMBALANCE):
+        return None, pd.DataFrame()
+    val = {k: r[0].reports["val"]["macro_f1"] for k, r in first.items() if k != "plain_ce"}
+    best = max(val, key=val.get)
+    every = {k: list(r) for k, r in first.items()}
+    for n, r in arms.items():
+        if n.startswith("03.imbalance_seeds."):
+            every[n.split(".", 2)[2]] += r
+    pairs = {f"{best} vs plain_ce": (every[best], every["plain_ce"])}
+    return best, pd.concat([experiment.compare_table(pairs, bootstrap=bootstrap, metric=m)
+                            .assign(metric=m) for m in ("macro_f1", "balanced_accuracy")])
