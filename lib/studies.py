@@ -99,8 +99,10 @@ def summary(rows, split: str = "test", by=("experiment", "model")) -> pd.DataFra
 
 def versus(arms: dict, ref: str, split: str = "test", bootstrap: int = 1000) -> pd.DataFrame:
     """Every arm against the reference arm (runs matched by seed): experiment.compare_table."""
+    if not arms.get(ref):
+        return pd.DataFrame()
     pairs = {f"{name.split('.', 1)[-1]} vs {ref.split('.', 1)[-1]}": (runs, arms[ref])
-             for name, runs in arms.items() if name != ref}
+             for name, runs in arms.items() if name != ref and runs}
     return experiment.compare_table(pairs, split=split, bootstrap=bootstrap) if pairs else \
         pd.DataFrame()
 
@@ -207,3 +209,11 @@ def imbalance_contrast(arms: dict, bootstrap: int = 1000) -> tuple[str | None, p
     pairs = {f"{best} vs plain_ce": (every[best], every["plain_ce"])}
     return best, pd.concat([experiment.compare_table(pairs, bootstrap=bootstrap, metric=m)
                             .assign(metric=m) for m in ("macro_f1", "balanced_accuracy")])
+
+
+def require(arms: dict, name: str) -> list:
+    """The runs of an arm a notebook cannot do without; a readable error when none is stored."""
+    if not arms.get(name):
+        raise store.MissingFit(f"no stored fit of {name}; `python -m lib.plan --train` trains it "
+                               "(or run without --no-train)")
+    return arms[name]
