@@ -324,9 +324,15 @@ def main(argv: list[str] | None = None) -> int:
         df = df[df["notebook"].str[:2].isin(only)]
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print(df.drop(columns=["key"]).to_string(index=False))
+    from lib import store
+
+    rec = store.records(P.name)
     for d, g in df.groupby("dataset", sort=False):
-        print(f"{d}: {int(g['stored'].sum())} of {len(g)} fits stored; missing about "
-              f"{g['estimate_s'].sum() / 3600:.1f} h of one-thread training")
+        g = g.drop_duplicates("key")  # an arm shared by two names is one fit
+        spent = rec.loc[rec["dataset"] == d, "train_seconds"].sum() if not rec.empty else 0.0
+        print(f"{d}: {int(g['stored'].sum())} of {len(g)} fits stored ({spent / 3600:.2f} h of "
+              f"training so far); missing about {g['estimate_s'].sum() / 3600:.1f} h of "
+              "one-thread training")
     return 0
 
 
