@@ -1,0 +1,53 @@
+"""Notebook-level loops over the plan and the store: rows, official test, missing arms."""
+import pandas as pd
+import pytest
+
+from lib import config, data, plan, store, studies
+
+P = config.get_profile("smoke")
+
+
+def test_official_test_holds_every_privatetest_image(fake_data_root):
+    splits = data.load_splits("fer2013", max_per_class=P.max_per_class, seed=0)
+    ds = studies.official_test(splits, 48, 1)
+    n_private = len(list((fake_data_root / "fer2013" / "test").glob("*/PrivateTest_*.jpg")))
+    assert len(ds) == n_private == 12  # 4 a class in the fixture, duplicates included
+    six = data.load_splits("six_emotions", max_per_class=P.max_per_class, seed=0)
+    assert studies.official_test(six, 48, 3) is None  # no official split: nothing to add
+
+
+def test_fits_rows_and_official_rows_from_the_store(fake_data_root, monkeypatch):
+    splits = data.load_splits("fer2013", max_per_class=P.max_per_class, seed=0)
+    arms = studies.fits(P, "fer2013", splits, "01_baseline")
+    assert set(arms) == {"01.small_cnn", "01.label_shuffle"}
+    rows = studies.arm_rows(arms, "baseline")
+    assert {r["split"] for r in rows} == {"val", "test"} and len(rows) == 4
+    off = studies.official_rows(arms, splits, "baseline", bootstrap=0)
+    assert {r["split"] for r in off} == {"test_official"} and len(off) == 2
+    assert all(r["n"] == 12 for r in off)
+    again = studies.official_rows(arms, splits, "baseline", bootstrap=0)  # read from the record
+    assert [r["macro_f1"] for r in again] == [r["macro_f1"] for r in off]
+    table = studies.side_by_side(rows + off)
+    assert {"accuracy_test", "accuracy_test_official"} <= set(table.columns)
+
+
+def test_missing_arms_are_listed_not_trained(fake_data_root, monkeypatch):
+    splits = data.load_splits("six_emotions", max_per_class=P.max_per_class, seed=0)
+    monkeypatch.setenv("FER_STORE_TRAIN", "0")
+    assert studies.fits(P, "six_emotions", splits, "01_baseline") == {}
+    miss = studies.missing(P, "six_emotions", splits, "01_baseline")
+    assert list(miss["arm"]) == ["01.small_cnn", "01.label_shuffle"]
+    with pytest.raises(store.MissingFit, match="lib.plan --train"):
+        studies.require({}, "01.small_cnn")
+
+
+def test_section_rows_name_sweeps_cv_and_remedies(fake_data_root):
+    splits = data.load_splits("six_emotions", max_per_class=P.max_per_class, seed=0)
+    names = ("03.sweep.filters=16", "03.cv.fold1", "03.imbalance.focal")
+    arms = studies.fits(P, "six_emotions", splits, "03_capacity", names=names)
+    rows = pd.DataFrame(studies.section_rows(arms))
+    got = set(zip(rows["experiment"], rows["split"]))
+    assert got == {("sweep_filters", "val"), ("kfold_cv", "cv_fold"), ("imbalance", "val"),
+                   ("imbalance", "test")}
+    assert studies.chosen_setting(rows[rows.experiment == "sweep_filters"].to_dict("records")) == \
+        {"filters": "16"}
