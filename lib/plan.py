@@ -33,6 +33,15 @@ BACKBONES = ("mobilenet_v2", "resnet18", "efficientnet_b0", "convnextv2_tiny", "
 # get the profile's `large_epochs` cap
 LARGE = ("fer2013", "facial_expressions")
 IMAGENET_OFFLINE = ("mobilenet_v2",)  # ImageNet weights that install offline (lib.weights)
+# backbones the gpu profile trains and the cpu plan leaves out, and why (printed by the CLI)
+GPU_ONLY = {
+    "inception_v3": "299 px input with its auxiliary head: about 12x MobileNetV2's compute per "
+                    "image, over 2 days per fer2013 fit on 2 cores",
+    "vit_small": "no ImageNet weights offline, and a ViT from scratch does not learn from "
+                 "28k 48 px faces",
+    "convnextv2_tiny": "ImageNet weights not available offline; 28M parameters from scratch",
+    "efficientnet_b0": "its torchvision ImageNet weights are not available offline",
+}
 # training images per second on one thread of the 2-core dev machine (lib.bench train),
 # used until the store has measured fits of a model
 DEFAULT_IPS = {"small_cnn": 300.0, "wider_cnn": 160.0, "conv4net": 100.0,
@@ -326,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         print(df.drop(columns=["key"]).to_string(index=False))
     from lib import store
 
+    left_out = {m: why for m, why in GPU_ONLY.items() if m not in P.backbones}
+    for m, why in left_out.items():
+        print(f"not in the {P.name} plan: {m} ({why})")
     rec = store.records(P.name)
     for d, g in df.groupby("dataset", sort=False):
         g = g.drop_duplicates("key")  # an arm shared by two names is one fit
