@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lib.atomic import write_with
 from lib.config import paths
 from lib.imageio import (csv_table, is_csv_path, parallel_map, probe, split_csv_path,
                          stat_key)
@@ -47,10 +48,7 @@ def _probe_table(files: list[str], name: str, cache: bool, workers: int | None,
     t = pd.DataFrame(parallel_map(probe, files, desc=f"audit {name}", workers=workers,
                                   progress=progress))
     if cache:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".{os.getpid()}.tmp")
-        t.to_csv(tmp, index=False)
-        os.replace(tmp, file)
+        write_with(file, lambda tmp: t.to_csv(tmp, index=False))
     return t, False
 
 
@@ -140,12 +138,8 @@ def problems(a: pd.DataFrame) -> pd.DataFrame:
 
 def _write_problems(found: pd.DataFrame, name: str) -> Path:
     """Write the problem list (even an empty one: no stale list survives a clean re-run)."""
-    file = paths().cache / "audit" / f"{name}-problems.csv"
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".{os.getpid()}.tmp")
-    found.to_csv(tmp, index=False)
-    os.replace(tmp, file)
-    return file
+    return write_with(paths().cache / "audit" / f"{name}-problems.csv",
+                      lambda tmp: found.to_csv(tmp, index=False))
 
 
 def leaks(a: pd.DataFrame) -> pd.Series:

@@ -14,12 +14,12 @@ subset of the file (subsampled, or filtered by `usable`) simply reads its rows' 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lib.atomic import write_with
 from lib.config import paths
 
 SPLITS = ("train", "val", "test")
@@ -120,10 +120,7 @@ def assign_splits(m: pd.DataFrame, seed: int = 0, fractions=(0.7, 0.15, 0.15), s
     out["split"] = _compute(out, todo, seed, fractions).where(todo, None).astype(object)
     if save:
         rows = out.loc[todo, ["key", "split"]].drop_duplicates("key").sort_values("key")
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".{os.getpid()}.tmp")
-        rows.to_csv(tmp, index=False)
-        os.replace(tmp, file)
+        write_with(file, lambda tmp: rows.to_csv(tmp, index=False))
     return out
 
 
@@ -144,8 +141,27 @@ def subsample(m: pd.DataFrame, max_per_class: int | None, seed: int = 0) -> pd.D
     return m[rank <= max_per_class]
 
 
-def kfold(m: pd.DataFrame, k: int = 3, seed: int = 0) -> pd.DataFrame:
-    """Train+val rows with a `fold` column (0..k-1): stratified, group-aware folds for CV."""
+KFOLD_METHODS = ("greedy", "sklearn")
+
+
+def kfold(m: pd.DataFrame, k: int = 3, seed: int = 0, method: str = "sklearn") -> pd.DataFrame:
+    """Train+val rows, in order, with a `fold` column (0..k-1): stratified, group-aware folds.
+
+    'sklearn' (the default; lib.subsets' cv3 folds come from it): StratifiedGroupKFold(k,
+    shuffle=True, random_state=seed); 'greedy': `greedy_assign` with equal fractions on the
+    same groups (the folds of the series before the fit store). Either way no group is in
+    two folds."""
+    if method not in KFOLD_METHODS:
+        raise ValueError(f"kfold method={method!r}; choose from {KFOLD_METHODS}")
     tv = m[m["split"].isin(["train", "val"]) & m["label"].notna()].copy()
-    tv["fold"] = greedy_assign(tv["label"], _groups(tv), [1.0 / k] * k, seed)
+    if method == "greedy":
+        tv["fold"] = greedy_assign(tv["label"], _groups(tv), [1.0 / k] * k, seed)
+        return tv
+    from sklearn.model_selection import StratifiedGroupKFold  # lazy: sklearn costs seconds
+
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    fold = np.empty(len(tv), dtype=np.int64)
+    for i, (_, held) in enumerate(cv.split(tv, tv["label"].astype(str), _groups(tv))):
+        fold[held] = i
+    tv["fold"] = fold
     return tv

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ import pandas as pd
 import torch
 
 from lib import imageio, labels
+from lib.atomic import write_with
 from lib.config import paths
 
 CACHE_VERSION = 1
@@ -96,10 +96,7 @@ class ImageTensors:
             return torch.load(file, weights_only=True, mmap=True), True
         blob = decode_files(files, self.size, self.channels, self.face_crop, progress, workers)
         if cache:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = file.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(blob, tmp)
-            os.replace(tmp, file)
+            write_with(file, lambda tmp: torch.save(blob, tmp))
         return blob, False
 
     def _report(self, n_files: int) -> None:

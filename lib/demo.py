@@ -172,11 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     ap.add_argument("--faces", choices=["all", "largest"], default="all")
     ap.add_argument("--show", action="store_true", help="show a window (needs a display)")
-    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = ap.parse_args(argv)
-    from lib.data import run_cli
-
-    return run_cli(lambda: _command(args), args.debug)
+    return predict.run_main(ap, argv, _command)
 
 
 def _command(args: argparse.Namespace) -> int:

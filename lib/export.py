@@ -146,11 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--onnx", action="store_true", required=True, help="export to ONNX")
     predict.add_model_args(ap)
     ap.add_argument("--out", help="the .onnx file (default: beside the release, NAME.onnx)")
-    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = ap.parse_args(argv)
-    from lib.data import run_cli
-
-    return run_cli(lambda: _command(args), args.debug)
+    return predict.run_main(ap, argv, _command)
 
 
 def _command(args: argparse.Namespace) -> int:

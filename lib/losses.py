@@ -17,6 +17,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 NAMES = ("ce", "focal", "soft_f1", "logit_adjusted", "balanced_softmax")
+# the losses that take soft (N, K) targets (MixUp / CutMix) as well as class indices: those
+# that are F.cross_entropy underneath; focal and soft_f1 index by the target class
+SOFT_TARGETS = ("ce", "logit_adjusted", "balanced_softmax")
+
+
+def _class_indices(targets: Tensor, loss: str) -> Tensor:
+    if targets.ndim != 1:
+        raise ValueError(f"the {loss} loss needs class indices, got targets of shape "
+                         f"{tuple(targets.shape)} (soft targets from mixup/cutmix?); "
+                         f"losses that take soft targets: {SOFT_TARGETS}")
+    return targets
 
 
 class FocalLoss(nn.Module):
@@ -29,6 +40,7 @@ class FocalLoss(nn.Module):
         self.register_buffer("weight", None if weight is None else weight.float())
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        targets = _class_indices(targets, "focal")
         logp = F.log_softmax(logits.float(), dim=1)
         ce = F.cross_entropy(logits.float(), targets, reduction="none",
                              label_smoothing=self.label_smoothing)
@@ -55,7 +67,7 @@ class SoftF1Loss(nn.Module):
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         p = F.softmax(logits.float(), dim=1)
-        y = F.one_hot(targets, p.shape[1]).float()
+        y = F.one_hot(_class_indices(targets, "soft_f1"), p.shape[1]).float()
         tp = (p * y).sum(0)
         fp = (p * (1 - y)).sum(0)
         fn = ((1 - p) * y).sum(0)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import weights as W
+from .atomic import write_with
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 HALF = (0.5, 0.5, 0.5)
@@ -155,8 +156,7 @@ def conv4net(num_classes, in_chans=3, pretrained=False, img_size=48, filters=64,
     _no_pretrained("conv4net", pretrained)
     widths = [filters * 2 ** i for i in range(layers)] if isinstance(filters, int) \
         else list(filters)
-    net = Conv4Net(num_classes, in_chans, widths, kernel_size, dropout, grid)
-    return _cfg(net, img_size)
+    return _cfg(Conv4Net(num_classes, in_chans, widths, kernel_size, dropout, grid), img_size)
 
 
 @register("ddamfn")
@@ -378,12 +378,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, classes: Sequence[str],
                 classes=[str(c) for c in classes], fer_cfg=dict(cfg),
                 face_crop=bool(face_crop), img_size=int(img_size or cfg["input_size"][-1]),
                 channels=int(channels or cfg["in_chans"]), extra=extra)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_with(path, lambda tmp: torch.save(ckpt, tmp))
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"

@@ -5,7 +5,6 @@ made with pyplot; the backend is whatever matplotlib picked (Agg when headless).
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from matplotlib import font_manager
 from matplotlib.ticker import MaxNLocator
 
 from lib import metrics
+from lib.atomic import write_bytes
 from lib.config import active_profile, paths
 
 DPI = 110
@@ -88,13 +88,7 @@ def savefig(fig, notebook: str, dataset: str, name: str, profile: str | None = N
     buf = io.BytesIO()
     fig.savefig(buf, dpi=DPI, bbox_inches="tight", format="png")
     png = buf.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
-        tmp.write_bytes(png)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes(path, png)
     if _in_kernel():
         from IPython.display import Image, display
 

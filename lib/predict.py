@@ -26,7 +26,7 @@ import argparse
 import os
 import pickle
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -286,6 +286,17 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint", help="a file written by lib.models.save_checkpoint")
 
 
+def run_main(ap: argparse.ArgumentParser, argv: Sequence[str] | None,
+             command: Callable[[argparse.Namespace], int]) -> int:
+    """Add --debug, parse argv, run `command(args)` with lib.data.run_cli's one-line errors;
+    the end of every CLI's main (lib.predict, demo, export, release)."""
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    args = ap.parse_args(argv)
+    from lib.data import run_cli
+
+    return run_cli(lambda: command(args), args.debug)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.predict", description=__doc__.split("\n")[0])
     ap.add_argument("images", help="a photo, or a folder of photos (searched recursively)")
@@ -295,11 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="classify every face, the largest, or (none) each file whole")
     ap.add_argument("--batch-size", type=int, default=64, help="with --faces none")
     ap.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = ap.parse_args(argv)
-    from lib.data import run_cli
-
-    return run_cli(lambda: _command(args), args.debug)
+    return run_main(ap, argv, _command)
 
 
 def _table(df: pd.DataFrame, base: Path) -> str:

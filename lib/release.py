@@ -259,15 +259,13 @@ def describe(info: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from lib import predict
+
     ap = argparse.ArgumentParser(prog="python -m lib.release", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="cpu", help="the store profile (default cpu)")
     ap.add_argument("--dataset", action="extend", nargs="+", required=True)
     ap.add_argument("--dry-run", action="store_true", help="say what would be published")
-    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = ap.parse_args(argv)
-    from lib.data import run_cli
-
-    return run_cli(lambda: _command(args), args.debug)
+    return predict.run_main(ap, argv, _command)
 
 
 def _command(args: argparse.Namespace) -> int:

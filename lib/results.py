@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
 
+from lib.atomic import write_with
 from lib.config import paths
 
 COLUMNS: tuple[str, ...] = (
@@ -92,15 +92,8 @@ def _ordered(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write_atomic(df: pd.DataFrame, path: Path) -> Path:
-    """Write CSV to a temporary sibling, then os.replace: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write the CSV atomically (lib.atomic): readers never see half a file."""
+    return write_with(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def _read(path: Path) -> pd.DataFrame:

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib import config
+from lib.atomic import write_text
 
 NOTEBOOKS_DIR = config.ROOT / "notebooks"
 
@@ -108,11 +109,7 @@ def export_html(executed: Path) -> Path:
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
-    target = executed.with_suffix(".html")
-    tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_text(executed.with_suffix(".html"), body)
 
 
 def summary(profile: str, dataset: str, stems: list[str]) -> pd.DataFrame:

@@ -9,13 +9,13 @@ never replaces the cpu rows. The smoke profile is never written to the README.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 
 import numpy as np
 import pandas as pd
 
 from lib import config, results
+from lib.atomic import write_text
 
 METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -160,9 +160,7 @@ def update_readme(profile: str = "cpu") -> bool:
     new = f"{head}{START}\n{render_block(found)}\n{END}{tail}"
     if new == text:
         return False
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, new)
     return True
 
 

@@ -9,12 +9,14 @@ Randomness: the batch order and augmentation of epoch e come from a torch.Genera
 with (cfg.seed, e), and the global torch RNG (dropout) is seeded with cfg.seed at the start,
 so the same seed and initial weights give the same History, and a resumed fit continues
 exactly where the interrupted one stopped.
+
+Options off by default (lib.optim): SAM, an EMA of the weights (`ema`: validation, the
+checkpoint and the returned model use the average), MixUp / CutMix batches with soft targets.
 """
 from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +27,13 @@ import pandas as pd
 import torch
 import torch.nn as nn
 from torch import Tensor
-from lib.progress import tqdm
 
 from lib import augment as augmentation
-from lib import config, losses
+from lib import config, inference, losses, optim
+from lib.atomic import write_with
+# re-exported: callers find them here
+from lib.inference import evaluate_loss, macro_f1, predict_logits, predict_proba  # noqa: F401
+from lib.progress import tqdm
 
 # channels_last on CPU, from `python -m lib.bench train` on the 2-core dev machine (training
 # images/s at batch 64, 3 channels, fastest of 2 steps, off -> on; 2 threads):
@@ -75,6 +80,9 @@ class Config:
     compile: bool = False
     sam: bool = False  # sharpness-aware minimisation around the optimizer
     sam_rho: float = 0.05
+    ema: float | None = None  # decay of an EMA of the weights (e.g. 0.999), which is what is kept
+    mixup: float | None = None  # MixUp Beta alpha (e.g. 0.2): soft targets, losses.SOFT_TARGETS
+    cutmix: float | None = None  # CutMix Beta alpha (e.g. 1.0); with mixup, one of them a batch
     aux_weight: float = 0.4  # weight of auxiliary logits (Inception-v3)
     extra_loss: Callable | None = None  # fn(outputs, targets) -> scalar, added to the loss
     # (a model's own no-argument `model.extra_loss()`, DDAMFN's diversity term, is always added)
@@ -98,14 +106,14 @@ class Config:
             raise ValueError(f"epoch_images={self.epoch_images}; must be >= 1 or None")
         if isinstance(self.augment, str):
             augmentation.policy(self.augment, self.augment_strength)  # fail now, not mid-fit
-
-
-# ---------------------------------------------------------------- preprocessing ------
-def _preprocess_fn() -> Callable:
-    """lib.models.preprocess (imported lazily: models imports timm, which is slow)."""
-    from lib import models
-
-    return models.preprocess
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ValueError(f"Config.ema={self.ema!r}; a decay in (0, 1) or None")
+        for name, alpha in (("mixup", self.mixup), ("cutmix", self.cutmix)):
+            if alpha is not None and not alpha > 0:
+                raise ValueError(f"Config.{name}={alpha!r}; a Beta alpha > 0 or None")
+        if (self.mixup or self.cutmix) and self.loss not in losses.SOFT_TARGETS:
+            raise ValueError(f"loss {self.loss!r} cannot take the soft targets of mixup/cutmix; "
+                             f"choose from {losses.SOFT_TARGETS}")
 
 
 # ---------------------------------------------------------------- helpers ------------
@@ -139,27 +147,6 @@ def _resolve_flags(cfg: Config, dev: torch.device) -> tuple[bool, torch.dtype, b
     return amp, dtype, cl
 
 
-def _batches(images: Tensor, labels: Tensor, order: Tensor, bs: int, dev: torch.device,
-             drop_single: bool = False):
-    """Yield (x_uint8, y) batches on dev; pinned + non_blocking copies on CUDA."""
-    for i in range(0, len(order), bs):
-        idx = order[i:i + bs]
-        if drop_single and len(idx) == 1:
-            return  # BatchNorm cannot train on one sample; the order is reshuffled each epoch
-        x, y = images[idx.to(images.device)], labels[idx.to(labels.device)]
-        if dev.type == "cuda" and x.device.type == "cpu":
-            x, y = x.pin_memory(), y.pin_memory()
-        yield x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-
-
-def _split_outputs(out) -> tuple[Tensor, list[Tensor]]:
-    """(logits, auxiliary logits) from a model output: a tensor or a tuple (Inception, DDAMFN)."""
-    if isinstance(out, Tensor):
-        return out, []
-    logits = out[0]
-    return logits, [o for o in out[1:] if isinstance(o, Tensor) and o.shape == logits.shape]
-
-
 def _order(labels: Tensor, sampler: str | None, g: torch.Generator) -> Tensor:
     if sampler == "balanced":  # WeightedRandomSampler with 1/count weights, seeded
         counts = torch.bincount(labels).float()
@@ -180,70 +167,10 @@ def _class_weights(spec, counts: Tensor, cap: float | None = None) -> Tensor | N
     return w
 
 
-def _optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def _scheduler(opt, cfg: Config, steps_per_epoch: int):
-    total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "cosine":
-        warm = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total // 2)
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
-    if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="max", factor=0.5, patience=max(1, (cfg.patience or 4) // 2))
-    return None
-
-
-class SAM:
-    """Sharpness-aware minimisation (Foret et al. 2021) around a base optimizer:
-    first_step moves to w + rho * g / |g|, second_step restores w and steps with the new g."""
-
-    def __init__(self, base: torch.optim.Optimizer, rho: float = 0.05):
-        self.base, self.rho, self._e = base, rho, {}
-
-    @torch.no_grad()
-    def first_step(self) -> None:
-        ps = [p for grp in self.base.param_groups for p in grp["params"] if p.grad is not None]
-        norm = torch.norm(torch.stack([p.grad.norm(2) for p in ps]), 2) if ps else torch.tensor(0.0)
-        scale = self.rho / (norm + 1e-12)
-        for p in ps:
-            e = p.grad * scale
-            p.add_(e)
-            self._e[p] = e
-
-    @torch.no_grad()
-    def second_step(self) -> None:
-        for p, e in self._e.items():
-            p.sub_(e)
-        self._e = {}
-        self.base.step()
-
-
 def resume_path(checkpoint: str | Path) -> Path:
     """Where fit keeps its per-epoch training state next to the best checkpoint."""
     p = Path(checkpoint)
     return p.with_name(p.stem + ".resume.pt")
-
-
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _save_best(path: Path, model: nn.Module, train_ds, meta: dict) -> None:
@@ -260,13 +187,15 @@ def _save_best(path: Path, model: nn.Module, train_ds, meta: dict) -> None:
                                channels=getattr(train_ds, "channels", None),
                                face_crop=bool(getattr(train_ds, "face_crop", False)))
     else:  # ad-hoc models (tests, notebooks' own nn.Modules) cannot be rebuilt by name
-        _atomic_save({"state_dict": model.state_dict(), "classes": list(classes or []),
-                      "fer_cfg": dict(getattr(model, "fer_cfg", {})), "extra": meta}, path)
+        blob = {"state_dict": model.state_dict(), "classes": list(classes or []),
+                "fer_cfg": dict(getattr(model, "fer_cfg", {})), "extra": meta}
+        write_with(path, lambda tmp: torch.save(blob, tmp))
 
 
 # ---------------------------------------------------------------- fit -----------------
 def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> History:
-    """Train `model` in place; return the per-epoch History; restore the best epoch's weights."""
+    """Train `model` in place; return the per-epoch History; restore the best epoch's weights
+    (with cfg.ema, the best epoch's average)."""
     cfg = cfg or Config()
     dev = torch.device(cfg.device) if cfg.device else config.device()
     k = _num_classes(model, train_ds)
@@ -286,7 +215,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
     if cl:
         model.to(memory_format=torch.channels_last)
     run = torch.compile(model) if cfg.compile else model
-    prep, fer_cfg = _preprocess_fn(), model.fer_cfg
+    prep, fer_cfg = inference.preprocess_fn(), model.fer_cfg
     images, labels = train_ds.images, torch.as_tensor(train_ds.labels).long()
     counts = losses.class_counts(labels, k)
     weights = _class_weights(cfg.class_weights, counts, cfg.max_class_weight)
@@ -294,11 +223,12 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
                                **cfg.loss_kwargs).to(dev)
     pol = cfg.augment if isinstance(cfg.augment, augmentation.Policy) else augmentation.policy(
         cfg.augment, cfg.augment_strength)
+    mix = optim.mixer(cfg.mixup, cfg.cutmix, k)
     per_epoch = min(len(labels), cfg.epoch_images or len(labels))
     steps = per_epoch // cfg.batch_size + int(per_epoch % cfg.batch_size > 1)
-    opt = _optimizer(model, cfg)
-    sam = SAM(opt, cfg.sam_rho) if cfg.sam else None
-    sched = _scheduler(opt, cfg, max(1, steps))
+    opt = optim.optimizer(model, cfg)
+    sam = optim.SAM(opt, cfg.sam_rho) if cfg.sam else None
+    sched = optim.scheduler(opt, cfg, max(1, steps))
     scaler = torch.amp.GradScaler(dev.type, enabled=amp and amp_dtype == torch.float16)
 
     model_extra = getattr(model, "extra_loss", None)
@@ -309,7 +239,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
         one val_loss measures, so train and val curves compare like with like."""
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
             out = run(x)
-        logits, aux = _split_outputs(out)
+        logits, aux = inference.split_outputs(out)
         main = loss_fn(logits, y)
         loss = main + sum(cfg.aux_weight * loss_fn(a, y) for a in aux)
         if model_extra is not None:  # DDAMFN: attention diversity of this forward
@@ -324,17 +254,11 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
 
     st = dict(epoch=0, rows=[], best_state=None, best=(-math.inf, math.inf), best_epoch=0,
               bad=0, seconds=0.0)
-    rpath = _resume_file(cfg)
-    if rpath is not None:
-        saved = torch.load(rpath, map_location=dev, weights_only=True)
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        torch.set_rng_state(saved["rng"].cpu())
-        st.update({k_: saved[k_] for k_ in st})
-        st["best"] = tuple(st["best"])
+    saved = _restore(_resume_file(cfg), dev, model, opt, sched, scaler, st)
+    ema = optim.ema(model, cfg.ema) if cfg.ema else None  # from the resumed weights, if any
+    if ema is not None and "ema" in saved:
+        ema.load_state_dict(saved["ema"])
+    kept = model if ema is None else ema.module  # the weights validated, saved and returned
     stop_reason = None
     bar = tqdm(range(st["epoch"], cfg.epochs), desc=cfg.desc, disable=not cfg.progress,
                leave=False, unit="ep")
@@ -346,16 +270,19 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)
         seen, lr_sum, n_steps = 0, 0.0, 0
-        for xb, yb in _batches(images, labels, order, cfg.batch_size, dev, drop_single=True):
+        for xb, yb in inference.batches(images, labels, order, cfg.batch_size, dev,
+                                        drop_single=True):
             xb = prep(pol(xb, g, yb), fer_cfg, dev, channels_last=cl)
+            xb, target = (xb, yb) if mix is None else mix(xb, yb)  # soft (B, K) targets
             lr_sum += opt.param_groups[0]["lr"]
             opt.zero_grad(set_to_none=True)
-            logits, loss, main = forward_loss(xb, yb)
+            logits, loss, main = forward_loss(xb, target)
             scaler.scale(loss).backward()
             if sam is not None:
                 sam.first_step()
                 opt.zero_grad(set_to_none=True)
-                forward_loss(xb, yb)[1].backward()
+                with optim.frozen_bn_stats(model):  # BatchNorm has counted this batch already
+                    forward_loss(xb, target)[1].backward()
                 clip()
                 sam.second_step()
             else:
@@ -363,17 +290,20 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
                 clip()
                 scaler.step(opt)
                 scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             if sched is not None and cfg.schedule != "plateau":
                 sched.step()
             loss_sum += main.detach().float() * len(yb)
-            correct += (logits.detach().argmax(1) == yb).sum()
+            correct += (logits.argmax(1) == (yb if mix is None else target.argmax(1))).sum()
             seen, n_steps = seen + len(yb), n_steps + 1
         row = dict(epoch=epoch + 1, train_loss=loss_sum.item() / seen,
                    train_acc=correct.item() / seen, val_loss=np.nan, val_acc=np.nan,
                    val_macro_f1=np.nan, lr=lr_sum / n_steps)
         if val_ds is not None:
-            row.update(_evaluate(run, val_ds, loss_fn, cfg.eval_batch_size, dev, cl, amp,
-                                 amp_dtype, prep, fer_cfg))
+            row.update(inference.evaluate(run if ema is None else kept, val_ds, loss_fn,
+                                          cfg.eval_batch_size, dev, cl, amp, amp_dtype, prep,
+                                          fer_cfg))
             score = (row["val_macro_f1"], row["val_loss"])
             if sched is not None and cfg.schedule == "plateau":
                 sched.step(row["val_macro_f1"])
@@ -381,9 +311,9 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
             score = (epoch, 0.0)  # no validation: the last epoch is the best
         if score[0] > st["best"][0] or (score[0] == st["best"][0] and score[1] < st["best"][1]):
             st.update(best=score, best_epoch=epoch + 1, bad=0,
-                      best_state={n: v.detach().clone() for n, v in model.state_dict().items()})
+                      best_state={n: v.detach().clone() for n, v in kept.state_dict().items()})
             if cfg.checkpoint:
-                _save_best(Path(cfg.checkpoint), model, train_ds,
+                _save_best(Path(cfg.checkpoint), kept, train_ds,
                            {"epoch": epoch + 1, "val_macro_f1": row["val_macro_f1"]})
         else:
             st["bad"] += 1
@@ -394,10 +324,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_loss=f"{row['val_loss']:.3f}",
                         val_f1=f"{row['val_macro_f1']:.3f}")
         if cfg.checkpoint:
-            _atomic_save({**st, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "scheduler": sched.state_dict() if sched is not None else {},
-                          "scaler": scaler.state_dict(), "rng": torch.get_rng_state()},
-                         resume_path(cfg.checkpoint))
+            _save_state(resume_path(cfg.checkpoint), st, model, opt, sched, scaler, ema)
         if cfg.patience and st["bad"] >= cfg.patience:
             stop_reason = "patience"
         elif cfg.callback is not None and cfg.callback(dict(row)):
@@ -417,6 +344,33 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
     return hist
 
 
+def _save_state(path: Path, st: dict, model, opt, sched, scaler, ema) -> None:
+    """The per-epoch training state a resumed fit continues from (the EMA's too, when on)."""
+    state = {**st, "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict() if sched is not None else {},
+             "scaler": scaler.state_dict(), "rng": torch.get_rng_state()}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
+    write_with(path, lambda tmp: torch.save(state, tmp))
+
+
+def _restore(path: Path | None, dev, model, opt, sched, scaler, st: dict) -> dict:
+    """Load the training state at `path` into the fit's objects and `st`; the state ({} for
+    none), for what only some fits keep (the EMA)."""
+    if path is None:
+        return {}
+    saved = torch.load(path, map_location=dev, weights_only=True)
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(saved["scheduler"])
+    scaler.load_state_dict(saved["scaler"])
+    torch.set_rng_state(saved["rng"].cpu())
+    st.update({k: saved[k] for k in st})
+    st["best"] = tuple(st["best"])
+    return saved
+
+
 def _resume_file(cfg: Config) -> Path | None:
     if cfg.resume is False or cfg.resume is None:
         return None
@@ -432,86 +386,6 @@ def _resume_file(cfg: Config) -> Path | None:
     if not p.exists():
         raise FileNotFoundError(f"resume state {p} does not exist")
     return p
-
-
-# ---------------------------------------------------------------- inference ----------
-def _model_flags(model: nn.Module) -> tuple[torch.device, bool]:
-    p = next(model.parameters())
-    cl = any(q.ndim == 4 and not q.is_contiguous()
-             and q.is_contiguous(memory_format=torch.channels_last) for q in model.parameters())
-    return p.device, cl
-
-
-@torch.inference_mode()
-def _logits(model, ds, bs, dev, cl, amp, amp_dtype, prep, fer_cfg, flip=False) -> Tensor:
-    """Eval-mode logits (float32, CPU) for every image of ds, in order."""
-    images = ds.images
-    if len(images) == 0:
-        raise ValueError("cannot predict on an empty dataset")
-    was_training = model.training
-    model.eval()
-    out = []
-    order = torch.arange(len(images))
-    for xb, _ in _batches(images, order, order, bs, dev):
-        xb = prep(xb.flip(-1) if flip else xb, fer_cfg, dev, channels_last=cl)
-        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
-            o = model(xb)
-        out.append(_split_outputs(o)[0].float().cpu())
-    model.train(was_training)
-    return torch.cat(out)
-
-
-def macro_f1(y: Tensor, pred: Tensor) -> float:
-    """Macro-F1 over the labels present in y or pred (sklearn's default), without sklearn
-    (its import costs seconds on every fit's first use)."""
-    labels = torch.unique(torch.cat([y, pred]))
-    tp = torch.stack([((pred == c) & (y == c)).sum() for c in labels]).double()
-    n_pred = torch.stack([(pred == c).sum() for c in labels]).double()
-    n_true = torch.stack([(y == c).sum() for c in labels]).double()
-    return float((2 * tp / (n_pred + n_true).clamp_min(1)).mean())
-
-
-def _evaluate(model, ds, loss_fn, bs, dev, cl, amp, amp_dtype, prep, fer_cfg) -> dict:
-    logits = _logits(model, ds, bs, dev, cl, amp, amp_dtype, prep, fer_cfg)
-    y = torch.as_tensor(ds.labels).long()
-    pred = logits.argmax(1)
-    with torch.no_grad():
-        loss = loss_fn(logits.to(dev), y.to(dev)).item()
-    return dict(val_loss=loss, val_acc=(pred == y).float().mean().item(),
-                val_macro_f1=macro_f1(y, pred))
-
-
-def _infer_setup(model: nn.Module) -> tuple:
-    dev, cl = _model_flags(model)
-    amp = dev.type == "cuda"
-    dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-    return dev, cl, amp, dtype, _preprocess_fn(), model.fer_cfg
-
-
-def predict_logits(model: nn.Module, ds, batch_size: int = 256, tta: bool = False) -> np.ndarray:
-    """(N, K) logits in eval mode; tta averages with the horizontally flipped images."""
-    s = _infer_setup(model)
-    z = _logits(model, ds, batch_size, *s)
-    if tta:
-        z = (z + _logits(model, ds, batch_size, *s, flip=True)) / 2
-    return z.numpy()
-
-
-def predict_proba(model: nn.Module, ds, batch_size: int = 256, tta: bool = False) -> np.ndarray:
-    """(N, K) softmax probabilities; tta averages the probabilities of image and its mirror."""
-    s = _infer_setup(model)
-    p = torch.softmax(_logits(model, ds, batch_size, *s), 1)
-    if tta:
-        p = (p + torch.softmax(_logits(model, ds, batch_size, *s, flip=True), 1)) / 2
-    return p.numpy()
-
-
-def evaluate_loss(model: nn.Module, ds, loss_fn: Callable | None = None,
-                  batch_size: int = 256) -> float:
-    """Mean loss on ds (default plain cross-entropy), eval mode."""
-    z = torch.from_numpy(predict_logits(model, ds, batch_size))
-    y = torch.as_tensor(ds.labels).long()
-    return float((loss_fn or nn.CrossEntropyLoss())(z, y))
 
 
 def label_shuffle(ds, seed: int = 0):

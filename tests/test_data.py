@@ -263,6 +263,27 @@ def test_subsample_and_kfold():
     assert (share - 1 / 3).abs().max() < 0.02
 
 
+@pytest.mark.parametrize("method", ["greedy", "sklearn"])
+def test_kfold_keeps_groups_whole_and_every_class_in_every_fold(method):
+    s = data.assign_splits(_synthetic_manifest(), seed=0, save=False)
+    rare = pd.DataFrame([dict(key=f"r{g}.jpg", path=f"/x/r{g}.jpg", group=f"r{g}", label="contempt",
+                              dataset="synthetic", missing_file=False, split="train")
+                         for g in range(3)])  # a class with exactly k groups
+    s = pd.concat([s, rare], ignore_index=True)
+    folds = data.kfold(s, k=3, seed=0, method=method)
+    tv = s[s["split"].isin(["train", "val"])]
+    assert folds.drop(columns="fold").equals(tv) and sorted(set(folds["fold"])) == [0, 1, 2]
+    assert (folds.groupby("group")["fold"].nunique() == 1).all()  # no group spans two folds
+    groups = folds.groupby("label")["group"].nunique()
+    per_fold = pd.crosstab(folds["label"], folds["fold"])
+    assert (groups >= 3).all() and (per_fold > 0).all().all(), per_fold
+    assert ((folds["fold"].value_counts(normalize=True) - 1 / 3).abs() < 0.02).all()
+    assert folds["fold"].equals(data.kfold(s, k=3, seed=0, method=method)["fold"])  # seeded
+    assert not folds["fold"].equals(data.kfold(s, k=3, seed=1, method=method)["fold"])
+    with pytest.raises(ValueError, match="method"):
+        data.kfold(s, k=3, method="random")
+
+
 # --- download -------------------------------------------------------------------------------------
 
 def test_download_extracts_verifies_and_fails_clearly(tmp_path, monkeypatch):

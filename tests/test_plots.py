@@ -90,7 +90,7 @@ def test_helper_makes_png(name, figdir):
     data = path.read_bytes()
     assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plt.fignum_exists(fig.number)  # closed: an inline backend won't draw it twice
-    assert not list(figdir.rglob("*.tmp.png"))
+    assert not list(figdir.rglob("*.tmp"))  # the atomic write left no temporary file
 
 
 def test_figures_follow_the_active_profile(figdir):

@@ -41,22 +41,28 @@ def _tiny_notebook(path, body: str, parameters: str = 'DATASET = "none"') -> Non
     nbformat.write(nb, str(path))
 
 
-def test_summary_notebooks_run_last_and_datasets_in_parallel(tmp_path, monkeypatch):
-    """Two datasets side by side in child processes; the summary notebook runs after both, so
-    it sees both datasets' marker files; per-dataset and whole-run times are recorded."""
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """tmp_path as the project root (results, reports, runs below it); its notebooks folder."""
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    _tiny_notebook(nbdir / "00_a.ipynb", "import pathlib, os\n"
-                   "pathlib.Path(os.environ['MARK_DIR'], DATASET).write_text(str(os.getpid()))")
-    _tiny_notebook(nbdir / "07_summary.ipynb", "import os\n"
-                   "assert sorted(os.listdir(os.environ['MARK_DIR'])) == ['d1', 'd2']")
-    (tmp_path / "marks").mkdir()
-    monkeypatch.setenv("MARK_DIR", str(tmp_path / "marks"))
     monkeypatch.setenv("FER_PROJECT_ROOT", str(tmp_path))
     for var in ("FER_RESULTS_DIR", "FER_REPORTS_DIR", "FER_RUNS_DIR"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(config, "ROOT", tmp_path)
     monkeypatch.setattr(run, "NOTEBOOKS_DIR", nbdir)
+    return nbdir
+
+
+def test_summary_notebooks_run_last_and_datasets_in_parallel(project, tmp_path, monkeypatch):
+    """Two datasets side by side in child processes; the summary notebook runs after both, so
+    it sees both datasets' marker files; per-dataset and whole-run times are recorded."""
+    _tiny_notebook(project / "00_a.ipynb", "import pathlib, os\n"
+                   "pathlib.Path(os.environ['MARK_DIR'], DATASET).write_text(str(os.getpid()))")
+    _tiny_notebook(project / "07_summary.ipynb", "import os\n"
+                   "assert sorted(os.listdir(os.environ['MARK_DIR'])) == ['d1', 'd2']")
+    (tmp_path / "marks").mkdir()
+    monkeypatch.setenv("MARK_DIR", str(tmp_path / "marks"))
     assert [run.is_summary(p) for p in run.notebooks()] == [False, True]
     assert run.main(["--profile", "smoke", "--dataset", "d1", "d2", "--jobs", "2"]) == 0
     pids = {(tmp_path / "marks" / d).read_text() for d in ("d1", "d2")}
@@ -68,15 +74,8 @@ def test_summary_notebooks_run_last_and_datasets_in_parallel(tmp_path, monkeypat
     assert (tmp_path / "runs" / "smoke_d1.log").exists()
 
 
-def test_a_failing_dataset_fails_the_parallel_run(tmp_path, monkeypatch):
-    nbdir = tmp_path / "notebooks"
-    nbdir.mkdir()
-    _tiny_notebook(nbdir / "00_a.ipynb", "assert DATASET != 'bad', 'bad dataset'")
-    monkeypatch.setenv("FER_PROJECT_ROOT", str(tmp_path))
-    for var in ("FER_RESULTS_DIR", "FER_REPORTS_DIR", "FER_RUNS_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(config, "ROOT", tmp_path)
-    monkeypatch.setattr(run, "NOTEBOOKS_DIR", nbdir)
+def test_a_failing_dataset_fails_the_parallel_run(project, tmp_path):
+    _tiny_notebook(project / "00_a.ipynb", "assert DATASET != 'bad', 'bad dataset'")
     assert run.main(["--profile", "smoke", "--dataset", "good", "bad", "--jobs", "2"]) == 1
     assert (tmp_path / "reports" / "smoke" / "good" / "00_a.ipynb").exists()
 

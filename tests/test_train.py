@@ -1,4 +1,5 @@
-"""Training loop, inference helpers and losses, on a tiny synthetic task (seconds on CPU)."""
+"""Training loop, its options (SAM, EMA, MixUp/CutMix), inference helpers and losses, on a tiny
+synthetic task (seconds on CPU)."""
 import types
 
 import numpy as np
@@ -7,7 +8,7 @@ import torch
 import torch.nn as nn
 from sklearn.metrics import f1_score
 
-from lib import losses, train
+from lib import inference, losses, train
 
 K, SIZE = 3, 16
 
@@ -208,6 +209,81 @@ def test_macro_f1_matches_sklearn():
     g = torch.Generator().manual_seed(0)
     y, p = torch.randint(0, 5, (200,), generator=g), torch.randint(0, 4, (200,), generator=g)
     assert train.macro_f1(y, p) == pytest.approx(f1_score(y, p, average="macro", zero_division=0))
+    # labels present in only one of y and pred (5, 6), and absent from both (0)
+    y, p = y + 1, torch.where(torch.rand(200, generator=g) < 0.5, y + 1, p + 3)
+    assert train.macro_f1(y, p) == pytest.approx(f1_score(y, p, average="macro", zero_division=0))
+
+
+# ---------------------------------------------------------------- SAM, EMA, MixUp ----
+def test_sam_counts_a_batch_once_in_batchnorm_statistics():
+    # one step on one batch: SAM's second, perturbed forward must not move the running stats
+    one = dict(epochs=1, batch_size=len(TRAIN.labels), schedule="none")
+    plain, sam = tiny(), tiny()
+    train.fit(plain, TRAIN, None, cfg(**one))
+    train.fit(sam, TRAIN, None, cfg(**one, sam=True))
+    bn, ref = sam.body[1], plain.body[1]
+    assert torch.equal(bn.running_mean, ref.running_mean)
+    assert torch.equal(bn.running_var, ref.running_var)
+    assert int(bn.num_batches_tracked) == int(ref.num_batches_tracked) == 1
+    assert not torch.equal(sam.head.weight, plain.head.weight)  # SAM did take its own step
+
+
+def test_ema_weights_are_validated_saved_and_kept(tmp_path):
+    plain = train.fit(tiny(), TRAIN, VAL, cfg())
+    model = tiny()
+    h = train.fit(model, TRAIN, VAL, cfg(ema=0.99, checkpoint=tmp_path / "best.pt"))
+    assert np.array_equal(h.train_loss.values, plain.train_loss.values)  # training is untouched
+    assert np.isfinite(h.val_loss).all() and not np.array_equal(h.val_loss.values,
+                                                                plain.val_loss.values)
+    pred = torch.from_numpy(train.predict_proba(model, VAL).argmax(1))
+    assert train.macro_f1(VAL.labels, pred) == pytest.approx(h.attrs["best_val_macro_f1"])
+    saved = torch.load(tmp_path / "best.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    # an average of (almost) only the last step is the plain model, BatchNorm buffers included
+    near = train.fit(tiny(), TRAIN, VAL, cfg(ema=1e-9))
+    assert np.allclose(near.val_loss.values, plain.val_loss.values, rtol=1e-4, atol=0)
+
+
+def test_resume_with_ema_continues_exactly(tmp_path):
+    full = train.fit(tiny(), TRAIN, VAL, cfg(ema=0.9))
+    ck = tmp_path / "m.pt"
+    train.fit(tiny(), TRAIN, VAL, cfg(ema=0.9, checkpoint=ck, callback=lambda r: r["epoch"] == 2))
+    resumed = train.fit(tiny(seed=99), TRAIN, VAL, cfg(ema=0.9, checkpoint=ck, resume=True))
+    assert np.allclose(resumed.val_loss.values, full.val_loss.values, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(mixup=0.4),
+    dict(cutmix=1.0, loss="logit_adjusted", class_weights="balanced"),
+    dict(mixup=0.4, cutmix=1.0, loss="balanced_softmax", label_smoothing=0.1),
+])
+def test_mixup_and_cutmix_train_on_soft_targets(kw):
+    h = train.fit(tiny(), TRAIN, VAL, cfg(**kw))
+    again = train.fit(tiny(), TRAIN, VAL, cfg(**kw))
+    plain = train.fit(tiny(), TRAIN, VAL, cfg(**{k: v for k, v in kw.items()
+                                                 if k not in ("mixup", "cutmix")}))
+    assert np.array_equal(h.train_loss.values, again.train_loss.values)  # seeded by the fit
+    assert not np.array_equal(h.train_loss.values, plain.train_loss.values)
+    assert np.isfinite(h.train_loss).all() and h.train_acc.between(0, 1).all()
+    assert h.attrs["best_val_macro_f1"] > 0.5
+
+
+def test_new_options_are_checked():
+    for bad in (dict(ema=0.0), dict(ema=1.0), dict(mixup=0.0), dict(cutmix=-1.0)):
+        with pytest.raises(ValueError, match="ema|mixup|cutmix"):
+            train.Config(**bad)
+    for loss in ("focal", "soft_f1"):
+        with pytest.raises(ValueError, match="soft targets"):
+            train.Config(mixup=0.2, loss=loss)
+    g = torch.Generator().manual_seed(2)
+    z, y = torch.randn(6, 3, generator=g), torch.tensor([0, 2, 1, 0, 1, 2])
+    for name in ("focal", "soft_f1"):
+        with pytest.raises(ValueError, match="class indices"):
+            losses.make_loss(name)(z, nn.functional.one_hot(y, 3).float())
+    for name in losses.SOFT_TARGETS:  # one-hot soft targets are the class indices
+        loss = losses.make_loss(name, torch.tensor([5.0, 3.0, 1.0]))
+        soft = nn.functional.one_hot(y, 3).float()
+        assert loss(z, soft).item() == pytest.approx(loss(z, y).item())
 
 
 # ---------------------------------------------------------------- losses -------------
@@ -252,13 +328,13 @@ def test_loss_identities():
 
 def test_epoch_images_caps_each_epoch_and_profile_budget(monkeypatch):
     from lib import config
-    seen, real = [], train._batches
+    seen, real = [], inference.batches
 
     def counting(images, labels, order, *a, **kw):
         seen.append(len(order))
         return real(images, labels, order, *a, **kw)
 
-    monkeypatch.setattr(train, "_batches", counting)
+    monkeypatch.setattr(inference, "batches", counting)
     train.fit(tiny(), TRAIN, VAL, cfg(epochs=2, epoch_images=100))
     assert seen == [100, 90, 100, 90]  # per epoch: 100 of the 240 train images, then all of val
     cpu = config.get_profile("cpu", train_images=60_000)  # pinned: the test outlives profile tuning
