@@ -144,6 +144,29 @@ def _titled(profile: str, table: str) -> str:
     return f"Profile `{profile}` (`results/{profile}/`):\n\n{table}"
 
 
+COLAB = re.compile(r"(https://colab\.research\.google\.com/github/)[\w.-]+/[\w.-]+(/blob/)")
+
+
+def github_path(url: str | None = None) -> str | None:
+    """'owner/repo' of a GitHub remote URL (https or ssh), default the checkout's `origin`;
+    None when there is none (then the README's links keep OWNER/REPO and say how to fill it)."""
+    if url is None:
+        import subprocess
+
+        try:
+            url = subprocess.run(["git", "remote", "get-url", "origin"], cwd=config.ROOT,
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+    m = re.search(r"github\.com[:/]+([\w.-]+)/([\w.-]+?)(?:\.git)?/?$", url or "")
+    return f"{m.group(1)}/{m.group(2)}" if m else None
+
+
+def colab_links(text: str, path: str | None) -> str:
+    """The README's open-in-Colab links pointed at `path` ('owner/repo'); unchanged if None."""
+    return COLAB.sub(lambda m: f"{m.group(1)}{path}{m.group(2)}", text) if path else text
+
+
 def update_readme(profile: str = "cpu") -> bool:
     """Rewrite this profile's section of the README block (the smoke profile: nothing); True
     when the README changed."""
@@ -157,7 +180,7 @@ def update_readme(profile: str = "cpu") -> bool:
     block, tail = rest.split(END, 1)
     found = sections(block)
     found[profile] = _titled(profile, readme_table(profile))
-    new = f"{head}{START}\n{render_block(found)}\n{END}{tail}"
+    new = colab_links(f"{head}{START}\n{render_block(found)}\n{END}{tail}", github_path())
     if new == text:
         return False
     write_text(path, new)

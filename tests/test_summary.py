@@ -108,3 +108,14 @@ def test_sections_parse_and_render_round_trip():
     out = summary.render_block(found)
     assert out.index("results:cpu") < out.index("results:gpu")  # PROFILES order
     assert summary.sections(out) == found
+
+
+def test_colab_links_follow_the_git_remote():
+    from lib import summary
+
+    assert summary.github_path("https://github.com/ana/fer-series.git") == "ana/fer-series"
+    assert summary.github_path("git@github.com:ana/fer-series.git") == "ana/fer-series"
+    assert summary.github_path("https://gitlab.com/ana/x") is None and summary.github_path("") is None
+    line = "[open](https://colab.research.google.com/github/OWNER/REPO/blob/main/notebooks/00_eda.ipynb)"
+    assert "github/ana/fer-series/blob/main" in summary.colab_links(line, "ana/fer-series")
+    assert summary.colab_links(line, None) == line
