@@ -24,9 +24,9 @@ def _cascade():
     return clf
 
 
-def largest_face(gray: np.ndarray, margin: float = 0.2, work_side: int = 320,
-                 min_work_side: int = 96) -> tuple[int, int, int, int] | None:
-    """(left, upper, right, lower) box of the largest detected face with `margin`, or None."""
+def detect(gray: np.ndarray, work_side: int = 320, min_work_side: int = 96) -> np.ndarray:
+    """Every detected face as float (x, y, w, h) rows in the input's coordinates, found on a
+    downscaled (or, for tiny crops, upscaled), histogram-equalised copy of side `work_side`."""
     import cv2
 
     h, w = gray.shape[:2]
@@ -37,9 +37,17 @@ def largest_face(gray: np.ndarray, margin: float = 0.2, work_side: int = 320,
                        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     small = cv2.equalizeHist(np.ascontiguousarray(small, dtype=np.uint8))
     found = _cascade().detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+    return np.asarray(found, dtype=float).reshape(-1, 4) / scale
+
+
+def largest_face(gray: np.ndarray, margin: float = 0.2, work_side: int = 320,
+                 min_work_side: int = 96) -> tuple[int, int, int, int] | None:
+    """(left, upper, right, lower) box of the largest detected face with `margin`, or None."""
+    h, w = gray.shape[:2]
+    found = detect(gray, work_side, min_work_side)
     if len(found) == 0:
         return None
-    x, y, fw, fh = max(found, key=lambda r: r[2] * r[3]) / scale
+    x, y, fw, fh = max(found, key=lambda r: r[2] * r[3])
     side = max(fw, fh) * (1 + 2 * margin)
     cx, cy = x + fw / 2, y + fh / 2
     side = min(side, w, h)  # keep the square inside the image

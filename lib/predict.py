@@ -159,20 +159,10 @@ def detect_faces(gray: np.ndarray, largest_only: bool = False, work_side: int = 
     As lib.faces.largest_face, detection runs on a downscaled, equalised copy (Haar needs
     faces of >= 24 px there); 640 px rather than 320 so the smaller faces of a group photo
     are found too."""
-    import cv2
-
     from lib import faces
 
-    h, w = gray.shape[:2]
-    scale = min(1.0, work_side / max(h, w))
-    if max(h, w) * scale < min_work_side:
-        scale = min_work_side / max(h, w)
-    small = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))),
-                       interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    small = cv2.equalizeHist(np.ascontiguousarray(small, dtype=np.uint8))
-    found = faces._cascade().detectMultiScale(small, scaleFactor=1.1, minNeighbors=5,
-                                              minSize=(24, 24))
-    boxes = sorted((tuple(int(round(v / scale)) for v in r) for r in found),
+    found = faces.detect(gray, work_side, min_work_side)
+    boxes = sorted((tuple(int(round(v)) for v in r) for r in found),
                    key=lambda b: (-b[2] * b[3], b[0], b[1]))
     return boxes[:1] if largest_only else boxes
 
