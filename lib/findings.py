@@ -111,6 +111,35 @@ def missing(what: str, table: pd.DataFrame) -> list[str]:
             f"({', '.join(sorted(set(table['arm'])))}); `python -m lib.plan --train` trains them."]
 
 
+# the seed studies' names for our models
+STUDY_MODEL = {"custom_cnn": "conv4net", "cnn": "small_cnn"}
+
+
+def reported(summary: pd.DataFrame, ref: pd.DataFrame, experiments: Iterable[str],
+             label: str = "model") -> list[str]:
+    """For every seed-study number on these experiments whose model we trained: theirs,
+    ours (test, mean ± std) and whether ours is higher. Macro-F1 when they report it, else
+    accuracy; a study that reported only training-set numbers is named as such."""
+    out = []
+    ref = ref[ref["experiment"].isin(list(experiments))]
+    ours = summary.set_index(label) if label in summary else summary
+    for _, r in ref.iterrows():
+        model = STUDY_MODEL.get(r["model"], r["model"])
+        if model not in ours.index:
+            continue
+        o = ours.loc[model]
+        o = o.iloc[0] if isinstance(o, pd.DataFrame) else o
+        metric = "macro_f1" if r["macro_f1"] == r["macro_f1"] else "accuracy"
+        theirs, mine = float(r[metric]), float(o[f"{metric}_mean"])
+        where = "" if r["split"] == "test" else f" on its {r['split']} split"
+        verdict = "higher" if mine > theirs else "not higher"
+        out.append(f"Study {r['study']} reported {r['model']} ({r['experiment']}"
+                   f"{'' if r['variant'] != r['variant'] else ', ' + str(r['variant'])}) at "
+                   f"{metric.replace('_', '-')} {theirs:.3f}{where}; ours "
+                   f"{mean_sd(mine, o[f'{metric}_std'], int(o['n']))}: {verdict}.")
+    return out
+
+
 def markdown(lines: Iterable[str], title: str | None = None) -> str:
     body = "\n".join(f"- {line}" for line in lines if line)
     return (f"**{title}**\n\n" if title else "") + body

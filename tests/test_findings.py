@@ -42,3 +42,20 @@ def test_sentences_differ_when_numbers_differ():
     a = findings.arms(table(m=(0.41, 0.01, 3)), 0.2)
     b = findings.arms(table(m=(0.62, 0.03, 3)), 0.2)
     assert a != b
+
+
+def test_reported_numbers_are_compared_on_their_metric():
+    ours = table(small_cnn=(0.34, 0.03, 3), conv4net=(0.6, 0.01, 3))
+    ours["accuracy_mean"], ours["accuracy_std"] = [0.35, 0.65], [0.02, 0.01]
+    ref = pd.DataFrame([
+        {"study": "000", "experiment": "baseline", "variant": float("nan"), "model": "small_cnn",
+         "split": "test", "accuracy": 0.17, "macro_f1": 0.127},
+        {"study": "004", "experiment": "capacity", "variant": "none", "model": "custom_cnn",
+         "split": "test", "accuracy": 0.6169, "macro_f1": float("nan")},
+        {"study": "003", "experiment": "imbalance", "variant": "none", "model": "knn",
+         "split": "train", "accuracy": 0.49, "macro_f1": 0.15}])
+    lines = findings.reported(ours, ref, ["baseline", "capacity", "imbalance"])
+    assert len(lines) == 2  # no kNN arm of ours here
+    assert "macro-f1 0.127" in lines[0] and "0.340 ± 0.030 (3 seeds): higher" in lines[0]
+    assert "accuracy 0.617" in lines[1] and "conv4net" not in lines[1].split(";")[0]
+    assert lines[1].endswith("higher.")
