@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib import config
-from lib.atomic import write_text
+from lib.atomic import write_bytes, write_text
 
 NOTEBOOKS_DIR = config.ROOT / "notebooks"
 
@@ -91,16 +91,34 @@ def run_notebook(nb: Path, profile: config.Profile, dataset: str, html: bool = F
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / nb.name
     params = parameters_for(nb, profile, dataset)
+    csv = results.path_for(nb.stem, profile.name, dataset)
+    before = csv.read_bytes() if csv.exists() else None
     t0 = time.perf_counter()
-    pm.execute_notebook(
-        str(nb), str(out), parameters=params, kernel_name="python3", log_output=True,
-        progress_bar=False, cwd=str(config.ROOT), request_save_on_cell_execute=True,
-    )
+    try:
+        pm.execute_notebook(
+            str(nb), str(out), parameters=params, kernel_name="python3", log_output=True,
+            progress_bar=False, cwd=str(config.ROOT), request_save_on_cell_execute=True,
+        )
+    except BaseException:
+        print(_drop_failed_rows(csv, before), file=sys.stderr, flush=True)
+        raise
     seconds = time.perf_counter() - t0
     results.timing(nb.stem, profile.name, dataset, seconds)
     if html:
         export_html(out)
     return seconds
+
+
+def _drop_failed_rows(csv: Path, before: bytes | None) -> str:
+    """Undo the result rows a failed notebook run wrote: the file as it was before the run
+    (the last complete run's rows), or no file. Returns what it did, to print."""
+    if not csv.exists() or (before is not None and csv.read_bytes() == before):
+        return f"results: the failed run wrote no rows to {rel(csv)}"
+    if before is None:
+        csv.unlink()
+        return f"results: removed {rel(csv)}, written by the failed run"
+    write_bytes(csv, before)
+    return f"results: {rel(csv)} restored to its rows from before the failed run"
 
 
 def export_html(executed: Path) -> Path:

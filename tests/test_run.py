@@ -143,3 +143,27 @@ def test_report_shows_figures_and_one_line_per_bar(tmp_path, monkeypatch):
     assert html.count('src="data:image/png;base64,') == 1  # shown once; alt= comes first
     assert "PosixPath" not in html and "findfont" not in html
     assert "fit: 3/3 ep in 00:0" in html and "it/s]" not in html and "ep/s]" not in html
+
+
+def test_rows_of_a_failed_run_are_undone_and_the_runner_says_so(tmp_path, monkeypatch, capsys):
+    """A notebook that records rows and then fails leaves results as the last complete run
+    left them (here: the earlier file; on a first run: no file), and the runner says which."""
+    from lib import results
+
+    nb = tmp_path / "09_fail.ipynb"
+    _tiny_notebook(nb, "from lib import results\n"
+                   "results.record([{'experiment': 'x', 'split': 'test', 'macro_f1': 0.9}],"
+                   " '09_fail', 'smoke', DATASET)\n"
+                   "raise RuntimeError('midway')")
+    monkeypatch.setenv("FER_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("FER_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    csv = results.path_for("09_fail", "smoke", "d")
+    with pytest.raises(Exception):
+        run.run_notebook(nb, config.get_profile("smoke"), "d")
+    assert not csv.exists() and "removed" in capsys.readouterr().err
+    results.record([{"experiment": "x", "split": "test", "macro_f1": 0.5}], "09_fail", "smoke", "d")
+    before = csv.read_bytes()
+    with pytest.raises(Exception):
+        run.run_notebook(nb, config.get_profile("smoke"), "d")
+    assert csv.read_bytes() == before and "restored" in capsys.readouterr().err
