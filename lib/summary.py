@@ -88,7 +88,20 @@ def readme_table(profile: str = "cpu") -> str:
             f"{fmt(b['balanced_accuracy_mean'], b['balanced_accuracy_std'], n)} | "
             f"{fmt(b['accuracy_mean'], b['accuracy_std'], n)} | {_peer(peer, b['dataset'])} | "
             f"{theirs} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + training_time(profile)
+
+
+def training_time(profile: str) -> str:
+    """A line per dataset: fits in the fit store and their summed training time."""
+    from lib import store
+
+    rec = store.records(profile)
+    if rec.empty:
+        return ""
+    g = rec.groupby("dataset")["train_seconds"].agg(["count", "sum"])
+    parts = [f"{d} {int(r['count'])} fits, {r['sum'] / 3600:.2f} h" for d, r in g.iterrows()]
+    return ("\n\nFit store (`python -m lib.plan` lists what is still missing): "
+            + "; ".join(parts) + " of training on 2 CPU cores (one thread a fit).")
 
 
 def _peer(peer: pd.DataFrame, dataset: str) -> str:
