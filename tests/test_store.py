@@ -76,6 +76,8 @@ def test_bad_spec_fails_at_declaration():
 
 KILLED = """
 import os, signal, sys
+import torch
+torch.set_num_threads(1)  # as this test process (conftest): same kernels, same numbers
 sys.path.insert(0, {root!r})
 from tests.test_train import TRAIN, VAL, tiny, cfg
 def die(row):
