@@ -38,8 +38,7 @@ GPU_ONLY = {
     "inception_v3": "299 px with its auxiliary head trains 1.9 images/s on one thread (measured; "
                     "MobileNetV2 at 112 px: 32): about 100 h per fer2013 fit; planned on "
                     "six_emotions only (study 002's dataset, about 5 h)",
-    "vit_small": "no ImageNet weights offline, and a ViT from scratch does not learn from "
-                 "28k 48 px faces",
+    "vit_small": "no ImageNet weights offline; a ViT from scratch is left to the gpu profile",
     "convnextv2_tiny": "ImageNet weights not available offline; 28M parameters from scratch",
     "efficientnet_b0": "its torchvision ImageNet weights are not available offline",
 }
@@ -305,7 +304,8 @@ def _workers(args, jobs: int) -> int:
     cmd = [sys.executable, "-m", "lib.plan", "--train", "--jobs", "1", "--profile", args.profile,
            "--dataset", *args.dataset] + (["--only", args.only] if args.only else []) + \
         (["--arm", *args.arm] if args.arm else [])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "FER_THREADS": "1"}
+    cmd += ["--quiet"]  # the parent prints the plan once, after them
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FER_THREADS": "1", "FER_PLAIN_PROGRESS": "1"}
     procs = [subprocess.Popen(cmd, env=env) for _ in range(jobs)]
     return max(p.wait() for p in procs)
 
@@ -319,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arm", nargs="+", default=None, help="only these arms, e.g. 03.conv4net")
     ap.add_argument("--train", action="store_true", help="train the missing fits")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (1 thread each)")
+    ap.add_argument("--quiet", action="store_true", help="train without printing the plan")
     args = ap.parse_args(argv)
     P = config.get_profile(args.profile)
     args.profile = P.name
@@ -329,8 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(int(os.environ["FER_THREADS"]))
     if args.train:
         if args.jobs > 1:
-            return _workers(args, args.jobs)
-        train_missing(P, args.dataset, only, args.arm)
+            rc = _workers(args, args.jobs)
+            if rc:
+                return rc
+        else:
+            train_missing(P, args.dataset, only, args.arm)
+        if args.quiet:
+            return 0
     frames = [status(P, d) for d in args.dataset]
     df = pd.concat(frames, ignore_index=True)
     if only:
