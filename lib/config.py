@@ -125,6 +125,15 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def rel(path: Path | str) -> str:
+    """`path` relative to the project root when it lies inside it (printed output and reports
+    name no machine's folders), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def default_profile() -> str:
     """`gpu` when CUDA is present, else `cpu`."""
     return "gpu" if torch.cuda.is_available() else "cpu"

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib.atomic import write_with
+from lib import config
 from lib.config import paths
 from lib.imageio import (csv_table, is_csv_path, parallel_map, probe, split_csv_path,
                          stat_key)
@@ -112,7 +113,7 @@ def audit(m: pd.DataFrame, cache: bool = True, workers: int | None = None,
     a.attrs["problems_file"] = where = str(_write_problems(found, name))
     print(f"audit {name}: {len(files):,} files, {len(a):,} rows in "
           f"{a.attrs['audit_seconds']:.1f} s ({'cache' if cached else 'decoded'}); "
-          f"{len(found):,} problem(s)" + (f", listed in {where}" if len(found) else ""))
+          f"{len(found):,} problem(s)" + (f", listed in {config.rel(where)}" if len(found) else ""))
     for r in found["reason"].head(PROBLEMS_SHOWN):
         print(f"  {r}")
     if len(found) > PROBLEMS_SHOWN:
@@ -198,7 +199,8 @@ def audit_summary(a: pd.DataFrame) -> dict:
                                         .groupby("dup_group")["split"].nunique() > 1).sum()),
             leak_rows=int(leaks(a).sum()),
             audit_seconds=a.attrs.get("audit_seconds"),
-            problems_file=a.attrs.get("problems_file"),
+            problems_file=config.rel(a.attrs["problems_file"]) if a.attrs.get("problems_file")
+            else None,
         )
     return out
 

@@ -64,12 +64,8 @@ def _prepare_env() -> None:
 
 
 def rel(path: Path | str) -> str:
-    """`path` relative to the project root when it lies inside it (printed output names no
-    machine's folders), else as given."""
-    try:
-        return str(Path(path).resolve().relative_to(config.ROOT.resolve()))
-    except ValueError:
-        return str(path)
+    """`path` relative to the project root when inside it (lib.config.rel)."""
+    return config.rel(path)
 
 
 def _failure_message(nb: Path, out: Path, err: Exception) -> str:
