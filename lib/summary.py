@@ -27,6 +27,10 @@ LEGACY_PROFILE = "cpu"
 
 KEYS = ["dataset", "notebook", "experiment", "variant", "model"]
 CONTROLS = ("chance", "label_shuffle", "peer", "cross_dataset", "selected")
+# experiments whose variants are scored on different label spaces or test sets (3/5/7-level
+# sentiment scales, another dataset's shared classes, few-shot targets): never ranked against
+# the dataset's own 7-class models, and inside them only like with like (one variant each)
+OTHER_TASKS = ("sentiment", "cross_dataset", "few_shot", "peer", "adaptation", "face_crop")
 
 
 def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
@@ -48,9 +52,43 @@ def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
                              na_position="last").reset_index(drop=True)
 
 
-def best_per_dataset(board: pd.DataFrame, exclude=CONTROLS) -> pd.DataFrame:
-    """Per dataset, the entry with the best VALIDATION macro-F1 (controls excluded); its test
-    numbers are what gets reported, so the choice never looks at test."""
+def effects(rows: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
+    """Within each (dataset, notebook, experiment) of the same task, every arm against the
+    experiment's best arm by validation: test macro-F1 difference and the paired t-test over
+    the seeds both have (an arm's several rows per seed are averaged first). Experiments of
+    OTHER_TASKS compare arms only within one variant (one label space). Largest |delta| first."""
+    from lib import metrics
+
+    test = rows[(rows["split"] == "test") & ~rows["experiment"].isin(CONTROLS)]
+    out = []
+    for (ds, nb, ex), part in test.groupby(["dataset", "notebook", "experiment"]):
+        groups = part.groupby("variant") if ex in OTHER_TASKS else [(None, part)]
+        for var, grp in groups:
+            grp = grp.assign(arm=grp["model"].astype(str) + " · " + grp["variant"].astype(str))
+            arms = board[(board.dataset == ds) & (board.notebook == nb) & (board.experiment == ex)]
+            if var is not None:
+                arms = arms[arms["variant"] == str(var)]
+            if len(arms) < 2:
+                continue
+            ref_arm = arms.iloc[0]["model"] + " · " + str(arms.iloc[0]["variant"])
+            a = grp[grp["arm"] == ref_arm].groupby("seed")["macro_f1"].mean()
+            for arm, g in grp[grp["arm"] != ref_arm].groupby("arm"):
+                b = g.groupby("seed")["macro_f1"].mean()
+                common = a.index.intersection(b.index)
+                t = metrics.paired_test(a[common].values, b[common].values) if len(common) >= 2 else {}
+                out.append({"dataset": ds, "notebook": nb, "experiment": ex,
+                            "best (by val)": ref_arm, "other": arm, "seeds": len(common),
+                            "delta_macro_f1": a.mean() - b.mean(),
+                            "p_value": t.get("p_value", np.nan)})
+    df = pd.DataFrame(out)
+    return df.reindex(df["delta_macro_f1"].abs().sort_values(ascending=False).index) if len(df) \
+        else df
+
+
+def best_per_dataset(board: pd.DataFrame, exclude=CONTROLS + OTHER_TASKS) -> pd.DataFrame:
+    """Per dataset, the entry with the best VALIDATION macro-F1 (controls and other label
+    spaces excluded); its test numbers are what gets reported, so the choice never looks at
+    test."""
     keep = board[~board["experiment"].isin(exclude) & board["val_macro_f1"].notna()]
     return keep.sort_values("val_macro_f1", ascending=False).groupby("dataset").head(1) \
         .sort_values("dataset")

@@ -119,3 +119,28 @@ def test_colab_links_follow_the_git_remote():
     line = "[open](https://colab.research.google.com/github/OWNER/REPO/blob/main/notebooks/00_eda.ipynb)"
     assert "github/ana/fer-series/blob/main" in summary.colab_links(line, "ana/fer-series")
     assert summary.colab_links(line, None) == line
+
+
+def test_effects_compare_like_with_like():
+    """A 3-level sentiment arm is never set against a 7-class arm, and never chosen as the
+    dataset's best model."""
+    import pandas as pd
+
+    from lib import summary
+
+    rows = []
+    for seed in (0, 1):
+        for exp, var, model, f1 in (("policy", "none", "small_cnn", 0.30),
+                                    ("policy", "standard", "small_cnn", 0.40),
+                                    ("sentiment", "7-level", "ddamfn", 0.20),
+                                    ("sentiment", "3-level", "ddamfn", 0.80)):
+            for split in ("val", "test"):
+                rows.append({"dataset": "d", "notebook": "02", "experiment": exp, "variant": var,
+                             "model": model, "seed": seed, "split": split,
+                             "macro_f1": f1 + 0.01 * seed, "accuracy": f1,
+                             "balanced_accuracy": f1, "f1_lo": 0, "f1_hi": 1})
+    rows = pd.DataFrame(rows)
+    board = summary.leaderboard(rows)
+    eff = summary.effects(rows, board)
+    assert list(eff["experiment"]) == ["policy"]  # the sentiment scales are not compared
+    assert summary.best_per_dataset(board).iloc[0]["experiment"] == "policy"
