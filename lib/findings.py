@@ -111,12 +111,26 @@ def missing(what: str, table: pd.DataFrame) -> list[str]:
             f"({', '.join(sorted(set(table['arm'])))}); `python -m lib.plan --train` trains them."]
 
 
+def official(table: pd.DataFrame) -> list[str]:
+    """From studies.side_by_side: each model's accuracy and macro-F1 on the official test
+    split beside the deduplicated one (nothing for a dataset without an official split)."""
+    if table is None or table.empty or "accuracy_test_official" not in table:
+        return []
+    out = []
+    for _, r in table.dropna(subset=["accuracy_test_official"]).iterrows():
+        name = " / ".join(str(r[c]) for c in ("experiment", "model") if c in r)
+        out.append(f"{name} on the official test split: accuracy {r['accuracy_test_official']:.3f}, "
+                   f"macro-F1 {r['macro_f1_test_official']:.3f} (deduplicated test split: "
+                   f"{r['accuracy_test']:.3f}, {r['macro_f1_test']:.3f}).")
+    return out
+
+
 # the seed studies' names for our models
 STUDY_MODEL = {"custom_cnn": "conv4net", "cnn": "small_cnn"}
 
 
 def reported(summary: pd.DataFrame, ref: pd.DataFrame, experiments: Iterable[str],
-             label: str = "model") -> list[str]:
+             label: str = "model", pretrained: Iterable[str] = ("mobilenet_v2",)) -> list[str]:
     """For every seed-study number on these experiments whose model we trained: theirs,
     ours (test, mean ± std) and whether ours is higher. Macro-F1 when they report it, else
     accuracy; a study that reported only training-set numbers is named as such."""
@@ -129,6 +143,10 @@ def reported(summary: pd.DataFrame, ref: pd.DataFrame, experiments: Iterable[str
             continue
         o = ours.loc[model]
         o = o.iloc[0] if isinstance(o, pd.DataFrame) else o
+        if str(r["variant"]) == "pretrained" and model not in pretrained:
+            out.append(f"Study {r['study']} reported a pretrained {r['model']} ({r['experiment']}); "
+                       "ours trains from scratch (no offline weights), so it is not the same setting.")
+            continue
         metric = "macro_f1" if r["macro_f1"] == r["macro_f1"] else "accuracy"
         theirs, mine = float(r[metric]), float(o[f"{metric}_mean"])
         where = "" if r["split"] == "test" else f" on its {r['split']} split"

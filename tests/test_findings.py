@@ -59,3 +59,26 @@ def test_reported_numbers_are_compared_on_their_metric():
     assert "macro-f1 0.127" in lines[0] and "0.340 ± 0.030 (3 seeds): higher" in lines[0]
     assert "accuracy 0.617" in lines[1] and "conv4net" not in lines[1].split(";")[0]
     assert lines[1].endswith("higher.")
+
+
+def test_official_split_sentences():
+    t = pd.DataFrame([{"experiment": "baseline", "model": "small_cnn", "accuracy_test": 0.58,
+                       "accuracy_test_official": 0.60, "macro_f1_test": 0.54,
+                       "macro_f1_test_official": 0.55},
+                      {"experiment": "classical", "model": "hog_linear", "accuracy_test": 0.4,
+                       "accuracy_test_official": float("nan"), "macro_f1_test": 0.3,
+                       "macro_f1_test_official": float("nan")}])
+    lines = findings.official(t)
+    assert lines == ["baseline / small_cnn on the official test split: accuracy 0.600, macro-F1 "
+                     "0.550 (deduplicated test split: 0.580, 0.540)."]
+    assert findings.official(pd.DataFrame()) == []
+
+
+def test_a_pretrained_report_is_not_set_against_a_scratch_model():
+    ours = table(resnet18=(0.5, 0.0, 1))
+    ours["accuracy_mean"], ours["accuracy_std"] = [0.55], [float("nan")]
+    ref = pd.DataFrame([{"study": "004", "experiment": "capacity", "variant": "pretrained",
+                         "model": "resnet18", "split": "test", "accuracy": 0.62,
+                         "macro_f1": float("nan")}])
+    (line,) = findings.reported(ours, ref, ["capacity"])
+    assert "not the same setting" in line and "higher" not in line
