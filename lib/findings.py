@@ -92,7 +92,11 @@ def sweep(sweep_rows, cv_rows) -> list[str]:
     out = []
     for exp, g in df.groupby("experiment", sort=False):
         g = g.sort_values("macro_f1", ascending=False)
-        best, lead = g.iloc[0], (g.iloc[0]["macro_f1"] - g.iloc[1]["macro_f1"]) if len(g) > 1 else 0
+        if len(g) < 2:
+            out.append(f"Sweep of {exp.removeprefix('sweep_')}: only {g.iloc[0]['variant']} is "
+                       "stored so far, nothing to compare.")
+            continue
+        best, lead = g.iloc[0], g.iloc[0]["macro_f1"] - g.iloc[1]["macro_f1"]
         s = f"Sweep of {exp.removeprefix('sweep_')}: validation prefers {best['variant']} " \
             f"(macro-F1 {best['macro_f1']:.3f}, {lead:.3f} ahead of the next value)"
         if sd == sd:

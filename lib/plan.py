@@ -140,8 +140,11 @@ def study_arms(P: config.Profile, dataset: str) -> list[Arm]:
     for factor, values in SWEEP.items():
         for v in values:
             kw = {**SWEEP_DEFAULT, factor: v}
+            # only what differs from Conv4Net's defaults (= study 004's final setting), so the
+            # default point is the capacity fit itself where the data and epochs are the same
+            diff = {k: x for k, x in kw.items() if SWEEP_DEFAULT[k] != x}
             spec = _specs(P, dataset, "conv4net", one, changes=_study_recipe(P, dataset, "conv4net"),
-                          model_kw=kw, subset=_study_subset(dataset))
+                          model_kw=diff, subset=_study_subset(dataset))
             name = f"03.sweep.{factor}={v}"
             if tuple(sorted(kw.items())) in seen:
                 out.append(Arm("03_capacity", name, spec, "the default point, shared by the factors"))
@@ -151,7 +154,7 @@ def study_arms(P: config.Profile, dataset: str) -> list[Arm]:
     for k in range(3):
         cv = {**_study_recipe(P, dataset, "conv4net"), "patience": None}
         out.append(Arm("03_capacity", f"03.cv.fold{k}",
-                       _specs(P, dataset, "conv4net", one, changes=cv, model_kw=SWEEP_DEFAULT,
+                       _specs(P, dataset, "conv4net", one, changes=cv,
                               subset=_study_subset(dataset, f"cv3:{k}")),
                        "study 004's final setting, fold k held out (no early stopping)"))
     imb = {}
