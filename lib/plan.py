@@ -46,7 +46,7 @@ INCEPTION_DATASETS = ("six_emotions",)  # where the cpu plan affords Inception-V
 # training images per second on one thread of the 2-core dev machine (lib.bench train),
 # used until the store has measured fits of a model
 DEFAULT_IPS = {"small_cnn": 300.0, "wider_cnn": 160.0, "conv4net": 100.0,
-               "mobilenet_v2": 40.0, "resnet18": 25.0}
+               "mobilenet_v2": 40.0, "resnet18": 25.0, "inception_v3": 1.9}
 
 
 @dataclass(frozen=True)
