@@ -44,7 +44,7 @@ data: setup
 report: data
 	$(if $(NO_TRAIN),,$(PYTHON) -m lib.plan --train --jobs 2 --dataset $(DATASETS) $(if $(PROFILE),--profile $(PROFILE)))
 	$(PYTHON) -m lib.run --dataset $(DATASETS) $(if $(PROFILE),--profile $(PROFILE)) $(if $(ONLY),--only $(ONLY)) $(if $(NO_TRAIN),--no-train) --html
-	$(PYTHON) -m lib.summary --profile $(or $(PROFILE),$(shell $(PYTHON) -c "from lib.config import default_profile as d; print(d())"))
+	$(PYTHON) -m lib.reporting.summary --profile $(or $(PROFILE),$(shell $(PYTHON) -c "from lib.config import default_profile as d; print(d())"))
 
 test: setup
 	$(PYTHON) -m pytest -q -m "not full"

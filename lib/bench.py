@@ -2,14 +2,14 @@
 
     python -m lib.bench train [--models small_cnn resnet18 mobilenet_v2] [--sizes 48 64 112]
     python -m lib.bench jobs [--models conv4net:48:1 mobilenet_v2:112:3] [--compile]
-    python -m lib.bench data                     # lib.bench_data.run_data_bench()
+    python -m lib.bench data                     # lib.data.bench.run_data_bench()
 
 `train` times full training steps (uint8 batch -> preprocess -> forward -> backward ->
-AdamW step, as in lib.train.fit) at batch 64, 3 channels, untrained weights, with
+AdamW step, as in lib.training.train.fit) at batch 64, 3 channels, untrained weights, with
 channels_last off and on. The two settings alternate within each (model, size) and the
 fastest step is kept: other processes on a shared machine only ever add time. The verdict
 (channels_last faster by the geometric mean over all cells) is what
-lib.train.CPU_CHANNELS_LAST records for CPUs.
+lib.training.train.CPU_CHANNELS_LAST records for CPUs.
 """
 from __future__ import annotations
 
@@ -79,8 +79,9 @@ def bench_train(model_names=MODELS, sizes=SIZES, batch: int = 64, steps: int = 1
 def rate(name: str, size: int, channels: int, steps: int = 20, batch: int = 64,
          compile_model: bool = False) -> float:
     """Training images/s of `steps` steps (after 3 warm-up steps) in this process, with the
-    fit loop's CPU settings (channels_last as lib.train, optional torch.compile)."""
-    from lib import models, train
+    fit loop's CPU settings (channels_last as lib.training.train, optional torch.compile)."""
+    from lib import models
+    from lib.training import train
 
     torch.manual_seed(0)
     model = models.create(name, 7, in_chans=channels, pretrained=False, img_size=size).train()
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--steps", type=int, default=20)
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--compile", action="store_true")
-    sub.add_parser("data", help="data loading benchmark (lib.bench_data)")
+    sub.add_parser("data", help="data loading benchmark (lib.data.bench)")
     args = ap.parse_args(argv)
     if args.cmd == "rate":
         torch.set_num_threads(args.threads)
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         return
     if args.cmd == "data":
-        from lib.bench_data import run_data_bench  # a colleague's module: import only when asked
+        from lib.data.bench import run_data_bench  # a colleague's module: import only when asked
 
         run_data_bench()
         return

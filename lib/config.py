@@ -67,7 +67,7 @@ class Profile:
     pretrained: bool  # ImageNet weights for backbones
     backbones: tuple[str, ...]  # capacity study models beyond the small CNNs
     few_shot_k: tuple[int, ...] = (1, 5, 10, 20)
-    large_epochs: int | None = None  # epoch cap on training sets over 5,000 images (lib.plan)
+    large_epochs: int | None = None  # epoch cap on training sets over 5,000 images (lib.training.plan)
     bootstrap: int = 1000  # bootstrap resamples for intervals
     extra: dict = field(default_factory=dict)
 
@@ -103,7 +103,7 @@ PROFILES: dict[str, Profile] = {
         backbones=("resnet18",), few_shot_k=(1, 5), bootstrap=100,
     ),
     # all the data, native small inputs (48 px gray, 112 px RGB for ImageNet backbones),
-    # 3 seeds; the fits of lib.plan train to convergence (cosine over max_epochs, early
+    # 3 seeds; the fits of lib.training.plan train to convergence (cosine over max_epochs, early
     # stopping with patience 8) once, into the fit store, over as many runs as they need.
     # train_images is the per-fit budget that 02 and 04-06 still use until they move to the
     # store (139 min for the whole series at 12k images per fit, one make report)

@@ -24,7 +24,7 @@ import numpy as np
 
 GREEN, BLACK, ORANGE = (80, 200, 80), (0, 0, 0), (0, 160, 255)  # BGR
 WINDOW = "lib.demo (q quits)"
-WORK_SIDE = 320  # detection side for video: as lib.faces (fast), faces are large in a webcam
+WORK_SIDE = 320  # detection side for video: as lib.data.faces (fast), faces are large in a webcam
 
 
 def open_capture(video: str | None = None, camera: int | None = None):
@@ -64,7 +64,8 @@ def analyse(frame: np.ndarray, model, meta: dict, largest_only: bool = False
     """(box, emotion, confidence) per face in a BGR frame."""
     from PIL import Image
 
-    from lib import imageio, predict
+    from lib.data import imageio
+    from lib import predict
 
     img = imageio.to_mode(Image.fromarray(np.ascontiguousarray(frame[:, :, ::-1])),
                           int(meta["channels"]))

@@ -3,17 +3,17 @@
     python -m lib.predict PHOTO_OR_FOLDER [--model NAME | --checkpoint CKPT] [--csv out.csv]
                           [--faces all|largest|none] [--tta] [--debug]
 
-Without --model / --checkpoint the released model is used (lib.release: models/six_emotions.pt
+Without --model / --checkpoint the released model is used (lib.models.releases: models/six_emotions.pt
 when present, else the first models/*.pt); `--model fer2013` picks another release by its
-dataset name. Faces are found by OpenCV's Haar cascade (lib.faces); each face box (x, y, w,
+dataset name. Faces are found by OpenCV's Haar cascade (lib.data.faces); each face box (x, y, w,
 h, in the photo's pixels after EXIF rotation) is widened by 20% to a square, as the training
 face crop is, and fed to the model at the checkpoint's size and channels. A photo with no
 detected face is classified whole, exactly as the training decoder prepares it, and its row
 says `whole image (no face found)`. `--faces none` classifies every file whole (`predict`).
 
-Preprocessing equals training: files are decoded by lib.data_tensors.decode_files / lib.imageio
+Preprocessing equals training: files are decoded by lib.data.tensors.decode_files / lib.data.imageio
 (EXIF rotation, L/RGB conversion, shorter side to the checkpoint's `img_size`, centre crop)
-and batches go through lib.train.predict_proba, i.e. lib.models.preprocess with the
+and batches go through lib.training.train.predict_proba, i.e. lib.models.preprocess with the
 checkpoint's fer_cfg. Checkpoints are written by lib.models.save_checkpoint and read by
 lib.models.load_checkpoint. Undecodable files (dangling symlinks too) are not dropped: they
 get a row with an `error` naming the file and no probabilities, and are counted in a printed
@@ -34,8 +34,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import config, imageio
-from lib.data_readers import is_listed_image
+from lib import config
+from lib.data import imageio
+from lib.data.readers import is_listed_image
 from lib.models import load_checkpoint
 
 
@@ -102,7 +103,7 @@ def _inputs(images_or_folder) -> list[str] | torch.Tensor:
 
 def _decode(files: list[str], meta: dict, progress: bool) -> tuple[torch.Tensor, list[str]]:
     """Decode exactly as ImageTensors does; returns kept images and a reason per file."""
-    from lib.data_tensors import decode_files
+    from lib.data.tensors import decode_files
 
     blob = decode_files(files, int(meta["img_size"]), int(meta["channels"]),
                         bool(meta["face_crop"]), progress=progress)
@@ -117,7 +118,7 @@ def predict(images_or_folder, checkpoint: str | Path, face_crop: bool | None = N
 
     face_crop=None uses the checkpoint's setting (what the model was trained with).
     """
-    from lib.train import predict_proba
+    from lib.training.train import predict_proba
 
     model, meta = read_checkpoint(checkpoint, device=config.device())
     if face_crop is not None:
@@ -154,12 +155,12 @@ WHOLE = "whole image (no face found)"
 
 def detect_faces(gray: np.ndarray, largest_only: bool = False, work_side: int = 640,
                  min_work_side: int = 96) -> list[Box]:
-    """Face boxes (x, y, w, h), largest first, by lib.faces' Haar cascade.
+    """Face boxes (x, y, w, h), largest first, by lib.data.faces' Haar cascade.
 
-    As lib.faces.largest_face, detection runs on a downscaled, equalised copy (Haar needs
+    As lib.data.faces.largest_face, detection runs on a downscaled, equalised copy (Haar needs
     faces of >= 24 px there); 640 px rather than 320 so the smaller faces of a group photo
     are found too."""
-    from lib import faces
+    from lib.data import faces
 
     found = faces.detect(gray, work_side, min_work_side)
     boxes = sorted((tuple(int(round(v)) for v in r) for r in found),
@@ -169,7 +170,7 @@ def detect_faces(gray: np.ndarray, largest_only: bool = False, work_side: int = 
 
 def crop_box(box: Box, width: int, height: int, margin: float = 0.2) -> tuple[int, int, int, int]:
     """(left, upper, right, lower): the face squared and widened by `margin` a side, kept
-    inside the photo, as lib.faces.largest_face crops the training images."""
+    inside the photo, as lib.data.faces.largest_face crops the training images."""
     x, y, fw, fh = box
     side = min(max(fw, fh) * (1 + 2 * margin), width, height)
     cx, cy = x + fw / 2, y + fh / 2
@@ -181,7 +182,7 @@ def crop_box(box: Box, width: int, height: int, margin: float = 0.2) -> tuple[in
 def classify(model: torch.nn.Module, arrays: list[np.ndarray], batch_size: int = 64,
              tta: bool = False) -> np.ndarray:
     """(N, K) probabilities of H x W x C uint8 crops at the checkpoint's size."""
-    from lib.train import predict_proba
+    from lib.training.train import predict_proba
 
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return predict_proba(model, SimpleNamespace(images=x), batch_size, tta=tta)
@@ -263,9 +264,9 @@ def checkpoint_for(model: str | None = None, checkpoint: str | None = None) -> P
     """--checkpoint as given, else the release named --model, else the default release."""
     if checkpoint:
         return Path(checkpoint)
-    from lib import release
+    from lib.models import releases
 
-    return release.released(model)
+    return releases.released(model)
 
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:

@@ -11,53 +11,22 @@ and `models/<dataset>.json` (provenance: store record and key, model, seed, prof
 commit, validation macro-F1, test macro-F1 / accuracy / balanced accuracy, classes,
 preprocessing). The folder is $FER_MODELS_DIR, else <project root>/models.
 
-This module imports only the standard library and lib.config at the top, so that
-lib.predict can resolve a release name without loading the store.
+Resolving a release name (`released`) lives in lib.models.releases, below lib.predict.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lib import config
+from lib.models.releases import DEFAULT, ReleaseError, models_dir, released  # noqa: F401 (API)
 
 MAX_BYTES = 20 * 2**20  # a release is committed: keep it a small file
-DEFAULT = "six_emotions"  # the release lib.predict / lib.demo use without --model
 VAL_ATOL = 1e-2  # published weights must reproduce the record's val probabilities
-
-
-class ReleaseError(LookupError):
-    """No release can be made or found; the message says what is missing and what to run."""
-
-
-def models_dir() -> Path:
-    """Where releases live: $FER_MODELS_DIR, else <project root>/models (committed)."""
-    return Path(os.environ.get("FER_MODELS_DIR") or config.ROOT / "models")
-
-
-def released(name: str | None = None) -> Path:
-    """The checkpoint of release `name` (a dataset name; '.pt' optional); without a name
-    models/six_emotions.pt when present, else the first models/*.pt."""
-    d = models_dir()
-    have = sorted(d.glob("*.pt"))
-    if name is None:
-        if (d / f"{DEFAULT}.pt").is_file():
-            return d / f"{DEFAULT}.pt"
-        if have:
-            return have[0]
-        raise ReleaseError(f"no released model in {d}; make one with `python -m lib.release "
-                           f"--profile cpu --dataset {DEFAULT}` or pass --checkpoint FILE")
-    p = d / (name if name.endswith(".pt") else f"{name}.pt")
-    if not p.is_file():
-        names = ", ".join(h.stem for h in have) or "none"
-        raise ReleaseError(f"no release {Path(name).stem!r} in {d} (have: {names}); "
-                           f"`python -m lib.release --dataset {Path(name).stem}` makes it")
-    return p
 
 
 # ---------------------------------------------------------------- choosing -------------
@@ -88,7 +57,7 @@ def _arm_names(profile: str, dataset: str) -> dict[str, str]:
     """Arm key -> plan arm name ('03.conv4net'); empty when the profile is unknown."""
     from dataclasses import asdict
 
-    from lib import plan
+    from lib.training import plan
 
     try:
         P = config.get_profile(profile)
@@ -99,7 +68,7 @@ def _arm_names(profile: str, dataset: str) -> dict[str, str]:
 
 def fits(profile: str, dataset: str) -> list[tuple[Path, dict]]:
     """(record path, metadata) of every stored fit of `dataset` trained on subset 'all'."""
-    from lib import store
+    from lib.training import store
 
     out = []
     for rec in sorted((store.root() / profile / dataset).glob("*.json")):
@@ -130,7 +99,7 @@ def pick(candidates: list[tuple[Path, dict]]) -> tuple[int, list[dict]]:
 
 def choose(profile: str, dataset: str) -> Choice:
     """The fit to release for `dataset` from the `profile` store (see the module doc)."""
-    from lib import store
+    from lib.training import store
 
     cands = fits(profile, dataset)
     if not cands:
@@ -151,7 +120,7 @@ def choose(profile: str, dataset: str) -> Choice:
 
 # ---------------------------------------------------------------- publishing -----------
 def _checkpoint_of(choice: Choice) -> Path:
-    from lib import store
+    from lib.training import store
 
     ckpt = store.checkpoint_dir(choice.profile, choice.dataset) / f"{choice.record.stem}.pt"
     if not ckpt.is_file():
@@ -166,7 +135,9 @@ def _test_scores(choice: Choice, probs: dict) -> tuple[dict, tuple]:
     """Test scores of the record's probabilities against the true labels, and the data."""
     import numpy as np
 
-    from lib import data, metrics, store
+    from lib import data
+    from lib.evaluation import metrics
+    from lib.training import store
 
     P = config.get_profile(choice.profile)
     spec = store.FitSpec(**choice.meta["spec"])
@@ -201,14 +172,15 @@ def _val_check(model, val_ds, probs: dict) -> float:
     """Max abs difference between the record's val probabilities and the model's now."""
     import numpy as np
 
-    from lib import train
+    from lib.training import train
 
     return float(np.abs(train.predict_proba(model, val_ds) - probs["val"]).max())
 
 
 def publish(profile: str, dataset: str) -> dict:
     """Write models/<dataset>.pt and .json for the chosen fit; returns the provenance."""
-    from lib import predict, store
+    from lib import predict
+    from lib.training import store
     from lib.atomic import write_bytes, write_text
 
     choice = choose(profile, dataset)

@@ -3,7 +3,7 @@
     python -m lib.run --profile cpu --dataset six_emotions fer2013 [--only 00,01] [--html]
                       [--jobs N] [--no-train]
 
-Notebooks get their fits from the fit store (lib.store): a missing fit is trained in the
+Notebooks get their fits from the fit store (lib.training.store): a missing fit is trained in the
 kernel, or, with --no-train, listed as missing and left out (a re-render from the store).
 
 Executed copies go to reports/<profile>/<dataset>/; result rows to results/<profile>/;
@@ -81,7 +81,7 @@ def run_notebook(nb: Path, profile: config.Profile, dataset: str, html: bool = F
     """Execute one notebook; return its wall time in seconds. Raises on failure."""
     import papermill as pm
 
-    from lib import results
+    from lib.evaluation import results
 
     out_dir = config.paths().reports / profile.name / dataset
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,7 @@ def export_html(executed: Path) -> Path:
 
 def summary(profile: str, dataset: str, stems: list[str]) -> pd.DataFrame:
     """Result rows these notebooks produced, condensed to one line per experiment and model."""
-    from lib import results
+    from lib.evaluation import results
 
     rows = results.load(profile=profile, dataset=dataset)
     if rows.empty:
@@ -212,7 +212,7 @@ def run_parallel(datasets: list[str], nbs: list[Path], profile: config.Profile, 
     if failed:
         print(f"FAILED datasets: {failed} (logs in {rel(log_dir)})", file=sys.stderr)
         raise SystemExit(1)
-    from lib import results
+    from lib.evaluation import results
 
     stems = {nb.stem for nb in nbs}
     t = results.load_timings(profile=profile.name)
@@ -232,10 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-train", action="store_true",
                     help="render from the fit store only: a missing fit is listed, not trained")
     args = ap.parse_args(argv)
-    if args.no_train:  # kernels and child runners inherit it (lib.store.training_allowed)
+    if args.no_train:  # kernels and child runners inherit it (lib.training.store.training_allowed)
         os.environ["FER_STORE_TRAIN"] = "0"
 
-    from lib import results
+    from lib.evaluation import results
 
     profile = config.get_profile(args.profile)
     _prepare_env()

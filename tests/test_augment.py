@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from lib import augment
+from lib.training import augment
+from lib.reporting import previews
 
 
 def batch(n=16, c=3, h=24, w=20, seed=0):
@@ -87,7 +88,7 @@ def test_class_specific_extra_only_touches_those_classes():
 
 
 def test_preview_grid_shape():
-    g = augment.preview_grid(batch(n=5, c=1, h=16, w=16), "strong", n=4, rows=2)
+    g = previews.preview_grid(batch(n=5, c=1, h=16, w=16), "strong", n=4, rows=2)
     assert g.dtype == torch.uint8 and g.ndim == 3
     assert g.shape[1] == 3 * 16 + 4 * 2 and g.shape[2] == 4 * 16 + 5 * 2  # 3 rows, 4 columns
 

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lib import data, imageio
-from lib.data_readers import LabelFileError
+from lib import data
+from lib.data import imageio
+from lib.data.readers import LabelFileError
 from tests import fixtures
 
 TOKENS = np.array([list(f"{v} ".encode()) for v in range(100, 256)], dtype=np.uint8)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import classical
+from lib.models import classical
 
 K = 3
 

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from lib import data, data_tensors, imageio
+from lib import data
+from lib.data import tensors as data_tensors, imageio
 from lib.config import paths
-from lib.data_splits import group_overlap
-from lib.labels import UnknownLabelError
+from lib.data.splits import group_overlap
+from lib.data.labels import UnknownLabelError
 from tests import fixtures
 from tests.conftest import REAL_NAMES
 
@@ -147,7 +148,7 @@ def test_audit_finds_formats_corruption_and_duplicates(odd, tmp_path):
 def test_audit_is_cached(tiny_dataset, monkeypatch):
     m = data.load_manifest(tiny_dataset)
     first = data.audit(m, progress=False)
-    monkeypatch.setattr("lib.data_audit.probe", lambda p: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr("lib.data.auditor.probe", lambda p: (_ for _ in ()).throw(AssertionError))
     again = data.audit(m, progress=False)
     assert again.attrs["audit_cached"] and again["sha1"].equals(first["sha1"])
 

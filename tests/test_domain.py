@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lib import domain, train
+from lib.analysis import adaptation, domain
+from lib.training import train
 
 SIZE = 12
 SRC = ["anger", "happiness", "sadness", "pain"]  # a six_emotions-like source
@@ -171,7 +172,7 @@ def test_head_for_equals_restricted_probabilities():
     m = Net(len(SRC)).eval()
     ds = make_ds(10, SRC)
     shared = ["anger", "sadness"]
-    cut = domain.head_for(m, SRC, shared)
+    cut = adaptation.head_for(m, SRC, shared)
     assert cut.fer_cfg["num_classes"] == 2 and m.fer_cfg["num_classes"] == 4
     np.testing.assert_allclose(train.predict_proba(cut, ds),
                                domain.restrict_probs(train.predict_proba(m, ds), SRC, shared),
@@ -184,7 +185,7 @@ def test_adabn_recomputes_statistics_on_target_only_in_a_copy():
     m = Net(3, dropout=0.5)
     target = make_ds(64, ["a", "b", "c"], shift=100)
     before = m.body[2].running_mean.clone()
-    out = domain.adabn(m, target, batch_size=16, max_images=None)
+    out = adaptation.adabn(m, target, batch_size=16, max_images=None)
     assert torch.equal(m.body[2].running_mean, before)  # original untouched
     # the first BN sees conv(preprocessed x) (dropout is off in eval): exact full-data stats
     from lib import models
@@ -194,20 +195,20 @@ def test_adabn_recomputes_statistics_on_target_only_in_a_copy():
     torch.testing.assert_close(out.body[2].running_var, h.var((0, 2, 3)), rtol=1e-3, atol=1e-5)
     assert not out.training and out.body[2].momentum == m.body[2].momentum
     with pytest.raises(ValueError, match="no BatchNorm"):
-        domain.adabn(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), target)
+        adaptation.adabn(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), target)
 
 
 # ---------------------------------------------------------------- few-shot ------------
 def test_prepare_finetune_head_freezes_trunk_and_batchnorm():
-    m = domain.prepare_finetune(Net(3), "head")
-    assert isinstance(m.body[2], domain.FrozenBN)
+    m = adaptation.prepare_finetune(Net(3), "head")
+    assert isinstance(m.body[2], adaptation.FrozenBN)
     assert [n for n, p in m.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
     x = torch.randn(4, 4, 5, 5)
     bn = Net(3).body[2].eval()
     m.train()
-    torch.testing.assert_close(domain.FrozenBN(bn)(x), bn(x))  # training mode: running stats
+    torch.testing.assert_close(adaptation.FrozenBN(bn)(x), bn(x))  # training mode: running stats
     with pytest.raises(ValueError):
-        domain.prepare_finetune(Net(3), "all")
+        adaptation.prepare_finetune(Net(3), "all")
 
 
 @pytest.mark.parametrize("mode", ["head", "whole"])
@@ -217,7 +218,7 @@ def test_few_shot_uses_k_per_shared_class_and_trains_what_it_should(mode):
     tr, va = make_ds(40, TGT, seed=1), make_ds(20, TGT, seed=2)
     conv_before = m.body[1].weight.detach().clone()
     cfg = train.Config(epochs=3, lr=1e-2, patience=2, progress=False)
-    net, hist, info = domain.few_shot(m, SRC, tr, va, k=2, mode=mode, cfg=cfg, seed=0)
+    net, hist, info = adaptation.few_shot(m, SRC, tr, va, k=2, mode=mode, cfg=cfg, seed=0)
     assert info["shared"] == ["anger", "happiness", "sadness"]
     assert info["n_train"] == 6 and info["n_val"] == 6 and info["short"] == {}
     assert net.fer_cfg["num_classes"] == 3 and len(hist) >= 1
@@ -232,7 +233,7 @@ def test_few_shot_sweep_grid():
     torch.manual_seed(0)
     models = {0: Net(len(SRC)), 1: Net(len(SRC))}
     tr, va, te = make_ds(40, TGT, seed=1), make_ds(20, TGT, seed=2), make_ds(12, TGT, seed=3)
-    out = domain.few_shot_sweep(models, SRC, tr, va, te, [1, 2],
+    out = adaptation.few_shot_sweep(models, SRC, tr, va, te, [1, 2],
                                 lambda k, mode: train.Config(epochs=1, progress=False))
     assert [(o["seed"], o["k"], o["mode"]) for o in out][:3] == [(0, 1, "head"), (0, 1, "whole"),
                                                                   (0, 2, "head")]

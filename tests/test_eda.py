@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import eda
+from lib.reporting import eda
 
 
 def _people(n_people=40, per_person=5):

@@ -1,4 +1,4 @@
-"""lib.ensemble on synthetic probabilities: votes, weights, stacking, out-of-fold, scales."""
+"""lib.analysis.ensemble on synthetic probabilities: votes, weights, stacking, out-of-fold, scales."""
 from __future__ import annotations
 
 from math import comb
@@ -8,7 +8,10 @@ import pandas as pd
 import pytest
 import torch.nn as nn
 
-from lib import ensemble, experiment, labels, metrics
+from lib.analysis import ensemble
+from lib.training import experiment
+from lib.data import labels
+from lib.evaluation import calibration, metrics
 
 K = 3
 
@@ -186,5 +189,5 @@ def test_temperature_cools_an_overconfident_model():
     r = _run(0, {"val": p[:200], "test": p[200:]}, {"val": y[:200], "test": y[200:]})
     t, after = ensemble.temperature(r)
     assert t > 1.5
-    assert metrics.ece(y[200:], after) < metrics.ece(y[200:], p[200:])
+    assert calibration.ece(y[200:], after) < calibration.ece(y[200:], p[200:])
     np.testing.assert_array_equal(after.argmax(1), p[200:].argmax(1))

@@ -1,4 +1,4 @@
-"""lib.explain: Grad-CAM target layers and maps, filters and activations on tiny models."""
+"""lib.evaluation.explain: Grad-CAM target layers and maps, filters and activations on tiny models."""
 from __future__ import annotations
 
 import matplotlib
@@ -10,7 +10,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from lib import explain, models  # noqa: E402
+from lib.evaluation import explain  # noqa: E402
+from lib import models
 
 
 def _images(n: int, size: int, channels: int = 1, seed: int = 0) -> torch.Tensor:

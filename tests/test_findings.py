@@ -1,7 +1,7 @@
 """Findings sentences from constructed rows: a clear win, a tie, no evidence, below chance."""
 import pandas as pd
 
-from lib import findings
+from lib.reporting import findings
 
 
 def table(**arms):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lib import labels
+from lib.data import labels
 
 
 def test_aliases_case_insensitive():

@@ -1,4 +1,4 @@
-"""lib.metrics against scikit-learn and against hand-computed values."""
+"""lib.evaluation.metrics against scikit-learn and against hand-computed values."""
 from __future__ import annotations
 
 import time
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from lib import metrics
+from lib.evaluation import calibration, metrics
 
 CLASSES = ["anger", "disgust", "fear", "happiness", "sadness"]
 
@@ -20,7 +20,7 @@ def _data(n=400, k=5, missing=2, seed=0):
     present = [c for c in range(k) if c != missing]
     y = rng.choice(present, size=n, p=[0.4, 0.3, 0.2, 0.1])
     logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[y] * rng.random((n, 1))
-    return y, metrics.softmax(logits)
+    return y, calibration.softmax(logits)
 
 
 def test_evaluate_matches_sklearn_with_missing_class():
@@ -73,8 +73,8 @@ def test_ece_known_value():
     # all predictions at confidence 0.9 in one bin, 60% correct -> ECE = 0.3
     p = np.tile([0.9, 0.1], (10, 1))
     y = np.array([0] * 6 + [1] * 4)
-    assert metrics.ece(y, p) == pytest.approx(0.3)
-    rel = metrics.reliability(y, p)
+    assert calibration.ece(y, p) == pytest.approx(0.3)
+    rel = calibration.reliability(y, p)
     assert rel["count"].sum() == 10 and len(rel) == 15
     assert rel.loc[rel["count"] > 0, "accuracy"].item() == pytest.approx(0.6)
 
@@ -138,14 +138,14 @@ def test_temperature_scaling_lowers_nll():
     y = rng.integers(0, k, n)
     logits = rng.normal(size=(n, k)) + 1.0 * np.eye(k)[y]
     hot = 5 * logits  # over-confident
-    T = metrics.temperature_scale(hot, y)
+    T = calibration.temperature_scale(hot, y)
     assert T > 2
-    before, after = metrics.nll(y, metrics.softmax(hot)), metrics.nll(y, metrics.apply_temperature(hot, T))
+    before, after = calibration.nll(y, calibration.softmax(hot)), calibration.nll(y, calibration.apply_temperature(hot, T))
     assert after < before
-    assert metrics.ece(y, metrics.apply_temperature(hot, T)) < metrics.ece(y, metrics.softmax(hot))
+    assert calibration.ece(y, calibration.apply_temperature(hot, T)) < calibration.ece(y, calibration.softmax(hot))
     # the fitted T is the NLL minimum: nudging it either way is worse
     for f in (0.9, 1.1):
-        assert metrics.nll(y, metrics.apply_temperature(hot, T * f)) > after
+        assert calibration.nll(y, calibration.apply_temperature(hot, T * f)) > after
 
 
 def test_paired_test_and_aggregate():

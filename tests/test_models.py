@@ -1,4 +1,4 @@
-"""lib.models / lib.ddamfn / lib.weights: sizes, forwards, configs, losses, checkpoints."""
+"""lib.models / lib.models.ddamfn / lib.models.weights: sizes, forwards, configs, losses, checkpoints."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,9 +7,9 @@ import urllib.error
 import pytest
 import torch
 
-from lib import ddamfn as D
+from lib.models import ddamfn as D
 from lib import models as M
-from lib import weights as W
+from lib.models import weights as W
 
 torch.set_num_threads(1)  # shared 2-core machine: tests stay polite
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

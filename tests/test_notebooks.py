@@ -37,9 +37,9 @@ def test_source_is_output_free_and_well_formed(nb: Path):
     heads = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
              and "".join(c["source"]).lstrip().startswith("## Findings")]
     assert heads, f"{nb.name}: no '## Findings' section"
-    tail = cells[heads[-1] + 1:]  # generated findings: only code that calls lib.findings
+    tail = cells[heads[-1] + 1:]  # generated findings: only code that calls lib.reporting.findings
     assert all(c["cell_type"] == "code" and "findings." in "".join(c["source"]) for c in tail), \
-        f"{nb.name}: the Findings section must be prose-free code calling lib.findings, or last"
+        f"{nb.name}: the Findings section must be prose-free code calling lib.reporting.findings, or last"
 
 
 def _isolate(monkeypatch, tmp: Path) -> None:
@@ -54,7 +54,8 @@ def _isolate(monkeypatch, tmp: Path) -> None:
 EXPECTED = {
     "00_eda": {"chance": 2},
     "01_baseline": {"baseline": 1, "classical": 2, "label_shuffle": 1},
-    "02_augmentation": {"policy": None, "single_transforms": None, "strength_sweep": None},
+    "02_augmentation": {"policy": 3, "single_transforms": 2, "strength_sweep": 5,
+                        "resnet18_augmentation": 2},
     "03_capacity": {"capacity": None, "sweep_filters": None, "sweep_kernel_size": None,
                     "sweep_dropout": None, "kfold_cv": None, "imbalance": None},
     "04_targeted_augmentation": {"targeted_augmentation": None},

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib import data, domain, peer
+from lib import data
+from lib.analysis import domain, peer
 
 needs_peer = pytest.mark.skipif(not peer.available(), reason=f"peer not installed: {peer.INSTALL}")
 

@@ -1,7 +1,8 @@
 """The compute plan: arms, native inputs, recipes, status and training what is missing."""
 import pytest
 
-from lib import config, plan, store
+from lib import config
+from lib.training import plan, store
 
 CPU, SMOKE = config.get_profile("cpu"), config.get_profile("smoke")
 

@@ -1,4 +1,4 @@
-"""lib.plots: every helper runs on tiny inputs; savefig writes a real PNG under
+"""lib.reporting.plots: every helper runs on tiny inputs; savefig writes a real PNG under
 figures/<profile>/ and shows it when run in a kernel."""
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lib import config, metrics, plots  # noqa: E402
+from lib import config  # noqa: E402
+from lib.evaluation import calibration, metrics
+from lib.reporting import plots
 
 CLASSES = ["anger", "happiness", "sadness"]
 rng = np.random.default_rng(0)
 Y = rng.integers(0, 3, 60)
-P = metrics.softmax(rng.normal(size=(60, 3)) + 2 * np.eye(3)[Y])
+P = calibration.softmax(rng.normal(size=(60, 3)) + 2 * np.eye(3)[Y])
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +76,7 @@ CASES = {
         pd.concat([_seeded([("a", 1)]).assign(k=[1, 5, 10]), _seeded([("b", 1)]).assign(k=[1, 5, 10])]),
         x="k", hue="variant", reference={"zero-shot": 0.2}),
     "reliability": lambda: plots.reliability_diagram(
-        Y, {"before": P, "after": metrics.apply_temperature(np.log(P), 2.0)}),
+        Y, {"before": P, "after": calibration.apply_temperature(np.log(P), 2.0)}),
     "sizes": lambda: plots.size_scatter(pd.DataFrame({
         "width": [48, 350, 160, np.nan, 300], "height": [48, 350, 120, 10, 200],
         "dataset": ["fer", "fe", "fe", "fe", "six"]}), max_points=3),
@@ -121,7 +123,7 @@ def test_savefig_shows_the_saved_png_in_a_kernel(figdir, monkeypatch):
 
 def test_missing_bundled_fonts_are_added(monkeypatch):
     """A font list without matplotlib's own fonts (a stale per-user cache) made every log axis
-    log findfont warnings into the reports; the import of lib.plots adds them back."""
+    log findfont warnings into the reports; the import of lib.reporting.plots adds them back."""
     from matplotlib import font_manager
 
     fm = font_manager.fontManager
@@ -147,7 +149,7 @@ def test_titles_carry_the_numbers():
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert any("sadness: n/a" in t for t in labels)
     fig = CASES["reliability"]()
-    ece = metrics.ece(Y, P)
+    ece = calibration.ece(Y, P)
     assert any(f"ECE {ece:.3f}" in t for t in fig.axes[0].get_legend_handles_labels()[1])
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lib import config, imageio, models, predict
+from lib import config, models, predict
+from lib.data import imageio
 
 torch.set_num_threads(1)
 CLASSES = ["anger", "happiness", "sadness"]

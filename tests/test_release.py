@@ -17,7 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lib import config, demo, export, models, plan, predict, release, store
+from lib import config, demo, export, models, predict, release
+from lib.training import plan, store
 from tests import fixtures
 
 # the real six_emotions photos (read-only), for the parts that need a detectable face
@@ -62,7 +63,7 @@ def _face_photo() -> Path:
     folder = REAL_SIX / "happy"
     if not folder.is_dir():
         pytest.skip(f"real six_emotions photos not found under {REAL_SIX}")
-    from lib import imageio
+    from lib.data import imageio
 
     for f in sorted(folder.iterdir())[:40]:
         try:
@@ -176,14 +177,14 @@ def test_predict_finds_the_face_in_a_real_photo(env, tmp_path):
     photo = _face_photo()
     df = predict.predict_faces(photo, predict.checkpoint_for(), faces="largest")
     assert len(df) == 1 and df.source[0] == "face" and df.face[0] == 0
-    from lib import imageio
+    from lib.data import imageio
 
     gray = np.asarray(imageio.load(str(photo), 1))
     assert tuple(df[["x", "y", "w", "h"]].iloc[0]) == predict.detect_faces(gray)[0]
     every = predict.predict_faces(photo, predict.checkpoint_for(), faces="all")
     assert len(every) >= 1 and (every.source == "face").all()
-    # at lib.faces' detection side the crop is the training face crop, box for box
-    from lib import faces
+    # at lib.data.faces' detection side the crop is the training face crop, box for box
+    from lib.data import faces
 
     box = predict.detect_faces(gray, largest_only=True, work_side=320)[0]
     assert predict.crop_box(box, gray.shape[1], gray.shape[0]) == faces.largest_face(gray)

@@ -1,11 +1,11 @@
-"""lib.results: row schema, experiment-keyed record/replace, load, timings, seed reference."""
+"""lib.evaluation.results: row schema, experiment-keyed record/replace, load, timings, seed reference."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lib import metrics, results
+from lib.evaluation import calibration, metrics, results
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +17,7 @@ def tmp_results(tmp_path, monkeypatch):
 def _report(seed=0, n=60, bootstrap=50):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 3, n)
-    p = metrics.softmax(rng.normal(size=(n, 3)) + np.eye(3)[y])
+    p = calibration.softmax(rng.normal(size=(n, 3)) + np.eye(3)[y])
     return metrics.evaluate(y, p, ["anger", "happiness", "sadness"], bootstrap=bootstrap)
 
 

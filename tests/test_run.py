@@ -67,7 +67,7 @@ def test_summary_notebooks_run_last_and_datasets_in_parallel(project, tmp_path, 
     assert run.main(["--profile", "smoke", "--dataset", "d1", "d2", "--jobs", "2"]) == 0
     pids = {(tmp_path / "marks" / d).read_text() for d in ("d1", "d2")}
     assert len(pids) == 2  # each dataset ran in its own kernel
-    from lib import results
+    from lib.evaluation import results
     t = results.load_timings(profile="smoke")
     assert set(t["dataset"]) == {"d1", "d2"}
     assert {"00_a", "07_summary", "series", "series_wall_all_datasets"} <= set(t["notebook"])
@@ -123,7 +123,7 @@ def test_report_shows_figures_and_one_line_per_bar(tmp_path, monkeypatch):
     PosixPath echo), a bar leaves one line, and the figure lands under figures/<profile>/."""
     nb = tmp_path / "00_t.ipynb"
     _tiny_notebook(nb, "import matplotlib.pyplot as plt\n"
-                   "from lib import config, plots\n"
+                   "from lib import config\nfrom lib.reporting import plots\n"
                    "from lib.progress import tqdm\n"
                    "P = config.get_profile('smoke')\n"
                    "for _ in tqdm(range(3), desc='fit', unit='ep'):\n"
@@ -148,10 +148,10 @@ def test_report_shows_figures_and_one_line_per_bar(tmp_path, monkeypatch):
 def test_rows_of_a_failed_run_are_undone_and_the_runner_says_so(tmp_path, monkeypatch, capsys):
     """A notebook that records rows and then fails leaves results as the last complete run
     left them (here: the earlier file; on a first run: no file), and the runner says which."""
-    from lib import results
+    from lib.evaluation import results
 
     nb = tmp_path / "09_fail.ipynb"
-    _tiny_notebook(nb, "from lib import results\n"
+    _tiny_notebook(nb, "from lib.evaluation import results\n"
                    "results.record([{'experiment': 'x', 'split': 'test', 'macro_f1': 0.9}],"
                    " '09_fail', 'smoke', DATASET)\n"
                    "raise RuntimeError('midway')")

@@ -7,7 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lib import config, data, plan, store, train
+from lib import config, data
+from lib.training import plan, store, train
 
 P = config.get_profile("smoke")
 
@@ -83,7 +84,7 @@ from tests.test_train import TRAIN, VAL, tiny, cfg
 def die(row):
     if row["epoch"] == 2:
         os.kill(os.getpid(), signal.SIGKILL)
-from lib import train
+from lib.training import train
 train.fit(tiny(), TRAIN, VAL, cfg(epochs=4, checkpoint={ck!r}, resume=True, callback=die))
 """
 

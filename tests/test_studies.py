@@ -2,7 +2,9 @@
 import pandas as pd
 import pytest
 
-from lib import config, data, plan, store, studies
+from lib import config, data
+from lib.training import plan, store
+from lib.analysis import studies
 
 P = config.get_profile("smoke")
 

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from lib import config, data, plan, store, subsets
+from lib import config, data
+from lib.training import plan, store, subsets
 
 P = config.get_profile("smoke")
 

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import summary
+from lib.reporting import summary
 
 
 def _rows():
@@ -111,7 +111,7 @@ def test_sections_parse_and_render_round_trip():
 
 
 def test_colab_links_follow_the_git_remote():
-    from lib import summary
+    from lib.reporting import summary
 
     assert summary.github_path("https://github.com/ana/fer-series.git") == "ana/fer-series"
     assert summary.github_path("git@github.com:ana/fer-series.git") == "ana/fer-series"
@@ -126,7 +126,7 @@ def test_effects_compare_like_with_like():
     dataset's best model."""
     import pandas as pd
 
-    from lib import summary
+    from lib.reporting import summary
 
     rows = []
     for seed in (0, 1):

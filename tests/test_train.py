@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 from sklearn.metrics import f1_score
 
-from lib import inference, losses, train
+from lib.evaluation import inference
+from lib.training import losses, subsets, train
 
 K, SIZE = 3, 16
 
@@ -79,7 +80,7 @@ def test_fit_history_and_best_restored(tmp_path):
 def test_best_epoch_is_restored_not_the_last():
     # noisy labels: validation macro-F1 peaks early and then falls, so best != last epoch
     model = tiny()
-    h = train.fit(model, train.label_shuffle(TRAIN, 0), VAL, cfg(epochs=5, lr=3e-3))
+    h = train.fit(model, subsets.label_shuffle(TRAIN, 0), VAL, cfg(epochs=5, lr=3e-3))
     best = h.attrs["best_epoch"]
     assert best < 5 and h.val_macro_f1.iloc[-1] < h.attrs["best_val_macro_f1"]
     assert h.attrs["best_val_macro_f1"] == h.val_macro_f1.iloc[best - 1]
@@ -100,7 +101,7 @@ def test_same_seed_same_history_different_seed_differs():
 
 
 def test_label_shuffle_sanity_check():
-    shuffled = train.label_shuffle(TRAIN, seed=0)
+    shuffled = subsets.label_shuffle(TRAIN, seed=0)
     assert torch.equal(torch.sort(shuffled.labels).values, torch.sort(TRAIN.labels).values)
     assert not torch.equal(shuffled.labels, TRAIN.labels) and shuffled.images is TRAIN.images
     # 6 classes: with 3, a model trained on noise still clusters the bands and a lucky
@@ -108,7 +109,7 @@ def test_label_shuffle_sanity_check():
     tr, va = make_ds(300, 0, k=6, size=18), make_ds(240, 9, k=6, size=18)
     c = cfg(epochs=5, lr=3e-3)
     true = train.fit(tiny(k=6, size=18), tr, va, c)
-    noise = train.fit(tiny(k=6, size=18), train.label_shuffle(tr, seed=0), va, c)
+    noise = train.fit(tiny(k=6, size=18), subsets.label_shuffle(tr, seed=0), va, c)
     # the last epoch, not the val-selected best one (selection on val biases it upwards)
     assert true.val_macro_f1.iloc[-1] > 0.9 and noise.val_macro_f1.iloc[-1] < 0.4  # chance 1/6
 

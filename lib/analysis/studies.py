@@ -1,0 +1,232 @@
+"""The notebooks' loops over arms, seeds and baselines, as plain functions over the plan
+and the fit store, so a notebook cell is one call and a table.
+
+    arms = studies.fits(P, DATASET, splits, "03_capacity")      # {arm name: [Run, ...]}
+    rows = studies.arm_rows(arms, experiment="capacity")
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lib.models import classical
+from lib import data
+from lib.training import experiment, plan, store
+from lib.evaluation import metrics, results
+
+
+def fits(P, dataset: str, splits, notebook: str, names: tuple[str, ...] | None = None,
+         section: str | None = None) -> dict:
+    """{arm name: runs} for a notebook's arms in the plan, from the store (training what is
+    missing unless FER_STORE_TRAIN=0; then an arm keeps only its stored seeds, and an arm
+    without any is left out and listed by `missing`)."""
+    out = {}
+    for a in plan.arms_of(P, dataset, notebook):
+        if (names and a.name not in names) or (section and a.section != section):
+            continue
+        runs = []
+        for spec in a.specs:
+            try:
+                runs.append(store.fit(spec, splits, P.name, P.bootstrap))
+            except store.MissingFit:
+                continue
+        if runs:
+            out[a.name] = runs
+    return out
+
+
+def plan_table(P, dataset: str, notebook: str, section: str | None = None) -> pd.DataFrame:
+    """The planned arms of a notebook (or one section): seeds, input, augmentation, lr, why."""
+    return pd.DataFrame([
+        {"arm": a.name, "model": a.specs[0].model, "seeds": len(a.specs),
+         "input": f"{a.specs[0].img_size} px x{a.specs[0].channels}",
+         "augment": a.specs[0].recipe.get("augment", "none"), "lr": a.specs[0].recipe["lr"],
+         "subset": a.specs[0].subset, "why": a.note}
+        for a in plan.arms_of(P, dataset, notebook) if section is None or a.section == section])
+
+
+def missing(P, dataset: str, splits, notebook: str, section: str | None = None) -> pd.DataFrame:
+    """The planned fits of a notebook (or one section) not in the store (arm, model, seed)."""
+    rows = [{"arm": a.name, "model": s.model, "seed": s.seed}
+            for a in plan.arms_of(P, dataset, notebook) for s in a.specs
+            if (section is None or a.section == section) and not store.has(s, splits, P.name)]
+    return pd.DataFrame(rows, columns=["arm", "model", "seed"])
+
+
+def variant(run: experiment.Run) -> str:
+    """'imagenet_shift', 'scratch_none', ...: the initialisation and augmentation of a fit."""
+    spec = store.read(run.record)[0]["spec"] if run.record else {}
+    init = "imagenet" if spec.get("pretrained") else "scratch"
+    return f"{init}_{spec.get('recipe', {}).get('augment', '-')}"
+
+
+def arm_rows(arms: dict, experiment_name: str) -> list[dict]:
+    """Result rows of every run of every arm (val and test), the arm's variant named."""
+    rows = []
+    for runs in arms.values():
+        rows += experiment.rows(runs, experiment=experiment_name, variant=variant(runs[0]))
+    return rows
+
+
+def classical_rows(data: tuple, classes, bootstrap: int,
+                   which: tuple[str, ...] = ("knn_pixels_k101", "hog_linear")) -> list[dict]:
+    """kNN on standardised pixels (k = 101, study 003) and HOG + a linear classifier, each
+    fitted once on train (deterministic given the split) and scored on val and test."""
+    train_ds, val_ds, test_ds = data
+    rows = []
+    make = {"knn_pixels_k101": lambda: classical.KNNPixels(k=101), "hog_linear": classical.HOGLinear}
+    for name, clf in ((n, make[n]()) for n in which):
+        clf.fit(train_ds)
+        for split, ds in (("val", val_ds), ("test", test_ds)):
+            rep = metrics.evaluate(ds.labels.numpy(), clf.predict_proba(ds), classes,
+                                   bootstrap=bootstrap, seed=0)
+            rows.append(results.row(rep, experiment="classical", model=name, variant="-",
+                                    seed=0, split=split))
+    return rows
+
+
+def chance(train_labels, test_labels, classes, bootstrap: int, seed: int = 0) -> pd.DataFrame:
+    """00_eda's chance rows on this test split: always the majority class, and guessing with
+    the training prior (its bootstrap interval is the chance interval a model must clear)."""
+    k = len(classes)
+    prior = np.bincount(np.asarray(train_labels), minlength=k) / len(train_labels)
+    y = np.asarray(test_labels)
+    guess = np.random.default_rng(seed).choice(k, len(y), p=prior)
+    rows = []
+    for name, pred in (("majority", np.full(len(y), int(prior.argmax()))), ("prior_guess", guess)):
+        rep = metrics.evaluate(y, np.eye(k)[pred], list(classes), bootstrap=bootstrap, seed=seed)
+        rows.append(results.row(rep, experiment="chance", model=name, variant="-", seed=seed,
+                                split="test"))
+    return pd.DataFrame(rows)
+
+
+def summary(rows, split: str = "test", by=("experiment", "model")) -> pd.DataFrame:
+    """Mean, std and n over seeds per group, with 'mean ± std' strings for the main metrics."""
+    df = pd.DataFrame(rows)
+    df = df[df["split"] == split]
+    out = metrics.aggregate(df, by=list(by), metrics=("accuracy", "balanced_accuracy", "macro_f1"))
+    for m in ("macro_f1", "balanced_accuracy", "accuracy"):
+        out[m] = metrics.fmt_mean_std(out, m)
+    return out
+
+
+def versus(arms: dict, ref: str, split: str = "test", bootstrap: int = 1000) -> pd.DataFrame:
+    """Every arm against the reference arm (runs matched by seed): experiment.compare_table."""
+    if not arms.get(ref):
+        return pd.DataFrame()
+    pairs = {f"{name.split('.', 1)[-1]} vs {ref.split('.', 1)[-1]}": (runs, arms[ref])
+             for name, runs in arms.items() if name != ref and runs}
+    return experiment.compare_table(pairs, split=split, bootstrap=bootstrap) if pairs else \
+        pd.DataFrame()
+
+
+def official_test(splits, size: int, channels: int):
+    """Every image of the dataset's own test split (fer2013's 3,589 PrivateTest images, the
+    number the literature reports), duplicates of training images included; None when the
+    dataset has no official split."""
+    m = splits.manifest
+    if "orig_split" not in m or not m["orig_split"].eq("test").any():
+        return None
+    rows = m[m["orig_split"].eq("test") & m["label"].notna() & m["decodable"].astype(bool)]
+    rows = rows[rows["label"].isin(splits.classes)].reset_index(drop=True)
+    return data.ImageTensors(rows, size=size, channels=channels, classes=splits.classes)
+
+
+def official_rows(arms: dict, splits, experiment_name: str | dict, bootstrap: int) -> list[dict]:
+    """Rows on the official test split (split 'test_official') for every run whose record
+    holds, or whose checkpoint can give, its probabilities there; runs that can do neither
+    are named and skipped."""
+    rows, cache, skipped = [], {}, []
+    for arm_name, runs in arms.items():
+        exp = experiment_name.get(arm_name, arm_name) if isinstance(experiment_name, dict) \
+            else experiment_name
+        for run in runs:
+            spec = store.read(run.record)[0]["spec"]
+            key = (spec["img_size"], spec["channels"])
+            if key not in cache:
+                cache[key] = official_test(splits, *key)
+            ds = cache[key]
+            if ds is None:
+                return []
+            try:
+                p = store.extra_probs(run, "test_official", ds)
+            except FileNotFoundError:
+                skipped.append(f"{run.name} seed {run.seed}")
+                continue
+            rep = metrics.evaluate(ds.labels.numpy(), p, list(splits.classes),
+                                   bootstrap=bootstrap, seed=run.seed)
+            rows.append(results.row(rep, experiment=exp, variant=variant(run),
+                                    model=run.name, params=run.params, seed=run.seed,
+                                    split="test_official"))
+    if skipped:
+        print(f"official test: no record or checkpoint for {', '.join(skipped)}")
+    return rows
+
+
+def side_by_side(rows, splits=("test", "test_official"), by=("experiment", "model")) -> pd.DataFrame:
+    """Accuracy and macro-F1 (mean over seeds) per group on two splits, side by side."""
+    df = pd.DataFrame(rows)
+    df = df[df["split"].isin(splits)]
+    if df.empty:
+        return pd.DataFrame()
+    g = df.groupby([*by, "split"])[["accuracy", "macro_f1"]].mean().unstack("split")
+    g.columns = [f"{m}_{s}" for m, s in g.columns]
+    return g.reset_index().round(4)
+
+
+def section_rows(arms: dict) -> list[dict]:
+    """Result rows of 03's study arms, named as the studies name them: sweep points
+    (experiment 'sweep_<factor>', variant '<factor>=<value>', validation only), CV folds
+    (experiment 'kfold_cv', split 'cv_fold': the held-out fold), imbalance remedies
+    (experiment 'imbalance', variant = the remedy, every seed of it)."""
+    rows = []
+    for name, runs in arms.items():
+        _, kind, label = name.split(".", 2)
+        if kind == "sweep":
+            factor = label.split("=")[0]
+            for r in experiment.rows(runs, experiment=f"sweep_{factor}", variant=label):
+                if r["split"] == "val":  # a sweep never looks at test
+                    rows.append(r)
+        elif kind == "cv":
+            for r in experiment.rows(runs, experiment="kfold_cv", variant="study004_final"):
+                if r["split"] == "val":
+                    rows.append({**r, "split": "cv_fold", "fold": int(label[-1])})
+        else:
+            rows += experiment.rows(runs, experiment="imbalance", variant=label)
+    return rows
+
+
+def chosen_setting(sweep_rows: list[dict]) -> dict:
+    """Per swept factor, the value with the best validation macro-F1 (one factor at a time
+    around study 004's final setting; ties go to the first value listed)."""
+    df = pd.DataFrame(sweep_rows)
+    out = {}
+    for exp, g in df.groupby("experiment", sort=False):
+        best = g.loc[g["macro_f1"].idxmax(), "variant"]
+        out[exp.removeprefix("sweep_")] = best.split("=", 1)[1]
+    return out
+
+
+def imbalance_contrast(arms: dict, bootstrap: int = 1000) -> tuple[str | None, pd.DataFrame]:
+    """(remedy best on validation among the first seed's fits, its test comparison with
+    plain CE over the seeds both have); (None, empty) until the seed-0 fits are stored."""
+    first = {n.split(".", 2)[2]: r for n, r in arms.items() if n.startswith("03.imbalance.")}
+    if "plain_ce" not in first or len(first) < len(plan.IMBALANCE):
+        return None, pd.DataFrame()
+    val = {k: r[0].reports["val"]["macro_f1"] for k, r in first.items() if k != "plain_ce"}
+    best = max(val, key=val.get)
+    every = {k: list(r) for k, r in first.items()}
+    for n, r in arms.items():
+        if n.startswith("03.imbalance_seeds."):
+            every[n.split(".", 2)[2]] += r
+    pairs = {f"{best} vs plain_ce": (every[best], every["plain_ce"])}
+    return best, pd.concat([experiment.compare_table(pairs, bootstrap=bootstrap, metric=m)
+                            .assign(metric=m) for m in ("macro_f1", "balanced_accuracy")])
+
+
+def require(arms: dict, name: str) -> list:
+    """The runs of an arm a notebook cannot do without; a readable error when none is stored."""
+    if not arms.get(name):
+        raise store.MissingFit(f"no stored fit of {name}; `python -m lib.plan --train` trains it "
+                               "(or run without --no-train)")
+    return arms[name]

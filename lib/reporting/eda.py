@@ -1,0 +1,75 @@
+"""Small analyses for 00_eda: identity leakage of a naive split, annotator agreement."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import cohen_kappa_score
+from sklearn.model_selection import train_test_split
+
+from lib.data import labels
+
+
+def leakage(m: pd.DataFrame, key: str = "group") -> dict:
+    """Share of val/test rows whose `key` (person, subject, duplicate hash) also occurs in train."""
+    train_keys = set(m.loc[m["split"] == "train", key].dropna())
+    held = m[m["split"].isin(["val", "test"]) & m[key].notna()]
+    shared = held[key].isin(train_keys)
+    return {"key": key, "held_out": int(len(held)), "leaked": int(shared.sum()),
+            "share": float(shared.mean()) if len(held) else 0.0}
+
+
+def naive_split(m: pd.DataFrame, seed: int = 0, fractions=(0.7, 0.15, 0.15)) -> pd.DataFrame:
+    """The usual random stratified split that ignores groups (what the seed studies did)."""
+    rows = m[m["label"].notna()].copy()
+    idx = np.arange(len(rows))
+    tr, rest = train_test_split(idx, train_size=fractions[0], stratify=rows["label"],
+                                random_state=seed)
+    va, te = train_test_split(rest, train_size=fractions[1] / (fractions[1] + fractions[2]),
+                              stratify=rows["label"].iloc[rest], random_state=seed)
+    split = np.empty(len(rows), dtype=object)
+    split[tr], split[va], split[te] = "train", "val", "test"
+    rows["split"] = split
+    return rows
+
+
+def leakage_table(m: pd.DataFrame, seed: int = 0,
+                  keys=("group", "sha1", "phash")) -> pd.DataFrame:
+    """Leakage of ours vs a naive random split, for each key present in the manifest."""
+    naive = naive_split(m, seed)
+    out = []
+    for key in keys:
+        if key not in m.columns or m[key].isna().all():
+            continue
+        for name, frame in [("naive random split", naive), ("this series' split", m)]:
+            out.append({"split": name, **leakage(frame, key)})
+    return pd.DataFrame(out)
+
+
+def read_second_annotation(path: str | Path) -> pd.DataFrame:
+    """muxspace `500_picts_satz.csv`: no header, CR line endings, `user.id,image,emotion`."""
+    text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    lines = [ln for ln in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if ln.strip()]
+    rows = [ln.split(",") for ln in lines]
+    bad = [ln for ln, r in zip(lines, rows) if len(r) != 3]
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} line(s) without 3 fields, e.g. {bad[0]!r}")
+    df = pd.DataFrame(rows, columns=["source", "image", "raw_label"])
+    df["label"] = labels.canonicalize(df["raw_label"])
+    return df
+
+
+def agreement(first: pd.Series, second: pd.Series) -> dict:
+    """Percent agreement and Cohen's kappa between two label series aligned on the same index."""
+    both = pd.concat([first.rename("a"), second.rename("b")], axis=1, join="inner").dropna()
+    if both.empty:
+        raise ValueError("the two annotations share no images")
+    return {"n": int(len(both)), "percent_agreement": float((both.a == both.b).mean() * 100),
+            "cohen_kappa": float(cohen_kappa_score(both.a, both.b))}
+
+
+def class_mix(m: pd.DataFrame, by: str = "source") -> pd.DataFrame:
+    """Share of each class within each value of `by` (e.g. contributor), rows summing to 1."""
+    t = pd.crosstab(m[by], m["label"])
+    return t.div(t.sum(axis=1), axis=0)

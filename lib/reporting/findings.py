@@ -1,0 +1,187 @@
+"""Findings written from result rows, so no sentence can contradict the numbers beside it.
+
+    lines = findings.arms(summary_table, floor=chance_hi, label="model")
+    lines += findings.comparisons(compare_table)
+    findings.show("Findings", lines)
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import pandas as pd
+
+TIE = 0.005  # |difference| of macro-F1 below which two arms are called a tie
+
+
+def p_text(p: float) -> str:
+    """'p = 0.012', or why there is no p-value."""
+    return "no test (one seed)" if p is None or p != p else f"p = {p:.3g}"
+
+
+def mean_sd(mean: float, sd: float, n: int, digits: int = 3) -> str:
+    """'0.512 ± 0.013 (3 seeds)' or '0.512 (1 seed)'."""
+    s = f"{mean:.{digits}f}"
+    if n > 1 and sd == sd:
+        s += f" ± {sd:.{digits}f}"
+    return s + f" ({n} seed{'s' if n != 1 else ''})"
+
+
+def arms(summary: pd.DataFrame, floor: float, label: str = "model",
+         metric: str = "macro_f1") -> list[str]:
+    """One sentence per arm of an aggregate() table (best first): its test metric with its
+    spread, and whether its mean clears `floor` (the chance interval's upper end)."""
+    df = summary.sort_values(f"{metric}_mean", ascending=False)
+    out = []
+    for _, r in df.iterrows():
+        name = str(r[label]) if isinstance(label, str) else " / ".join(str(r[c]) for c in label)
+        s = f"**{name}**: test {metric.replace('_', '-')} " \
+            f"{mean_sd(r[f'{metric}_mean'], r[f'{metric}_std'], int(r['n']))}"
+        if r[f"{metric}_mean"] <= floor:
+            s += f", **not above chance** (the chance interval reaches {floor:.3f})"
+        out.append(s + ".")
+    return out
+
+
+def below_chance(summary: pd.DataFrame, floor: float, label: str = "model",
+                 metric: str = "macro_f1") -> list[str]:
+    """Names of the arms whose mean does not clear the chance interval."""
+    return [str(r[label]) for _, r in summary.iterrows() if r[f"{metric}_mean"] <= floor]
+
+
+def comparisons(table: pd.DataFrame, metric: str = "macro_f1", alpha: float = 0.05) -> list[str]:
+    """One sentence per row of experiment.compare_table: the better side and the gap with
+    its test, a tie, or no evidence of a difference."""
+    out = []
+    for _, r in table.iterrows():
+        a, b = (r["comparison"].split(" vs ", 1) + ["B"])[:2]
+        diff, p = float(r["diff"]), float(r["primary_p"])
+        m = r["metric"] if "metric" in r and isinstance(r["metric"], str) else metric
+        test = "paired t-test over seeds" if r["seeds"] >= 2 else "paired bootstrap, one seed"
+        if p < alpha and abs(diff) >= TIE:
+            better, worse = (a, b) if diff > 0 else (b, a)
+            out.append(f"{better} beats {worse} by {abs(diff):.3f} {m.replace('_', '-')} "
+                       f"({test}, {p_text(p)}).")
+        elif abs(diff) < TIE:
+            out.append(f"{a} and {b} tie on {m.replace('_', '-')} (difference {diff:+.3f}, "
+                       f"{test}, {p_text(p)}).")
+        else:
+            out.append(f"{a} vs {b}: no evidence of a difference in {m.replace('_', '-')} "
+                       f"(difference {diff:+.3f}, {test}, {p_text(p)}).")
+    return out
+
+
+def chosen(summary_val: pd.DataFrame, summary_test: pd.DataFrame, label: str = "model",
+           metric: str = "macro_f1") -> str:
+    """The arm with the best validation mean and its test number (the test touched once)."""
+    best = summary_val.sort_values(f"{metric}_mean", ascending=False).iloc[0][label]
+    t = summary_test[summary_test[label] == best].iloc[0]
+    return (f"Chosen on validation: **{best}**, test {metric.replace('_', '-')} "
+            f"{mean_sd(t[f'{metric}_mean'], t[f'{metric}_std'], int(t['n']))}, balanced "
+            f"accuracy {t['balanced_accuracy_mean']:.3f}, accuracy {t['accuracy_mean']:.3f}.")
+
+
+def sweep(sweep_rows, cv_rows) -> list[str]:
+    """Per swept factor: the value validation prefers, and whether its lead over the next
+    value exceeds the 3-fold CV spread of macro-F1 (else no evidence for one value)."""
+    if not len(sweep_rows):
+        return []
+    df = pd.DataFrame(sweep_rows)
+    cv = pd.DataFrame(cv_rows)
+    sd = float(cv["macro_f1"].std()) if len(cv) > 1 else float("nan")
+    out = []
+    for exp, g in df.groupby("experiment", sort=False):
+        g = g.sort_values("macro_f1", ascending=False)
+        if len(g) < 2:
+            out.append(f"Sweep of {exp.removeprefix('sweep_')}: only {g.iloc[0]['variant']} is "
+                       "stored so far, nothing to compare.")
+            continue
+        best, lead = g.iloc[0], g.iloc[0]["macro_f1"] - g.iloc[1]["macro_f1"]
+        s = f"Sweep of {exp.removeprefix('sweep_')}: validation prefers {best['variant']} " \
+            f"(macro-F1 {best['macro_f1']:.3f}, {lead:.3f} ahead of the next value)"
+        if sd == sd:
+            s += ("; the lead is within the 3-fold CV spread " if lead <= sd else
+                  "; the lead exceeds the 3-fold CV spread ") + f"({sd:.3f})"
+            s += ", so no evidence for one value over the other" if lead <= sd else ""
+        out.append(s + ".")
+    return out
+
+
+def best_value(what: str, value, metric: str = "macro-F1") -> list[str]:
+    """'Validation prefers <what> <value>' (nothing until the candidates are stored)."""
+    return [] if value is None else [f"Validation {metric} prefers {what} {value}."]
+
+
+def missing(what: str, table: pd.DataFrame) -> list[str]:
+    """A sentence for a section whose fits are not all in the store yet."""
+    if table is None or table.empty:
+        return []
+    return [f"{what}: {len(table)} fit(s) are not in the fit store yet "
+            f"({', '.join(sorted(set(table['arm'])))}); `python -m lib.plan --train` trains them."]
+
+
+def official(table: pd.DataFrame) -> list[str]:
+    """From studies.side_by_side: each model's accuracy and macro-F1 on the official test
+    split beside the deduplicated one (nothing for a dataset without an official split)."""
+    if table is None or table.empty or "accuracy_test_official" not in table:
+        return []
+    out = []
+    for _, r in table.dropna(subset=["accuracy_test_official"]).iterrows():
+        name = " / ".join(str(r[c]) for c in ("experiment", "model") if c in r)
+        out.append(f"{name} on the official test split: accuracy {r['accuracy_test_official']:.3f}, "
+                   f"macro-F1 {r['macro_f1_test_official']:.3f} (deduplicated test split: "
+                   f"{r['accuracy_test']:.3f}, {r['macro_f1_test']:.3f}).")
+    return out
+
+
+# the seed studies' names for our models
+STUDY_MODEL = {"custom_cnn": "conv4net", "cnn": "small_cnn"}
+
+
+def reported(summary: pd.DataFrame, ref: pd.DataFrame, experiments: Iterable[str],
+             label: str = "model", pretrained: Iterable[str] = ("mobilenet_v2",)) -> list[str]:
+    """For every seed-study number on these experiments whose model we trained: theirs,
+    ours (test, mean ± std) and whether ours is higher. Macro-F1 when they report it, else
+    accuracy; a study that reported only training-set numbers is named as such."""
+    out = []
+    ref = ref[ref["experiment"].isin(list(experiments))]
+    ours = summary.set_index(label) if label in summary else summary
+    for _, r in ref.iterrows():
+        model = STUDY_MODEL.get(r["model"], r["model"])
+        if model not in ours.index:
+            continue
+        o = ours.loc[model]
+        o = o.iloc[0] if isinstance(o, pd.DataFrame) else o
+        if str(r["variant"]) == "pretrained" and model not in pretrained:
+            out.append(f"Study {r['study']} reported a pretrained {r['model']} ({r['experiment']}); "
+                       "ours trains from scratch (no offline weights), so it is not the same setting.")
+            continue
+        metric = "macro_f1" if r["macro_f1"] == r["macro_f1"] else "accuracy"
+        theirs, mine = float(r[metric]), float(o[f"{metric}_mean"])
+        where = "" if r["split"] == "test" else f" on its {r['split']} split"
+        verdict = "higher" if mine > theirs else "not higher"
+        out.append(f"Study {r['study']} reported {r['model']} ({r['experiment']}"
+                   f"{'' if r['variant'] != r['variant'] else ', ' + str(r['variant'])}) at "
+                   f"{metric.replace('_', '-')} {theirs:.3f}{where}; ours "
+                   f"{mean_sd(mine, o[f'{metric}_std'], int(o['n']))}: {verdict}.")
+    return out
+
+
+def markdown(lines: Iterable[str], title: str | None = None) -> str:
+    body = "\n".join(f"- {line}" for line in lines if line)
+    return (f"**{title}**\n\n" if title else "") + body
+
+
+def show(lines: Iterable[str], title: str | None = None) -> None:
+    """Display the sentences as a Markdown list (in a notebook) or print them."""
+    text = markdown(lines, title)
+    try:
+        from IPython.display import Markdown, display
+
+        display(Markdown(text))
+    except ImportError:  # plain python
+        print(text)
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

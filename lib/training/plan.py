@@ -1,0 +1,420 @@
+"""One compute plan: every fit the series trains, declared once, per notebook and arm.
+
+    python -m lib.plan --profile cpu [--dataset D ...]            # stored / missing + estimate
+    python -m lib.plan --profile cpu --train [--dataset D] [--jobs 2]
+
+Notebooks ask for their arms here (`plan.arm(P, DATASET, "01.small_cnn")`) and get the fits
+from the store (`lib.training.store`), so an arm two notebooks share is trained once. Recipes are per
+model family: native input (48 px grayscale for the grayscale datasets, RGB at
+`P.backbone_size` for ImageNet backbones), a cosine schedule over `P.max_epochs` with early
+stopping on validation macro-F1 (`P.patience`), never a cut-short budget.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lib import config
+from lib.training.store import FitSpec
+
+# grayscale datasets train at their native 48 px, one channel (fer2013 is 48 px gray; the
+# others are mostly gray faces): 1.8x less compute than 64 px RGB for the same accuracy
+NATIVE_GRAY = ("fer2013", "facial_expressions", "ckplus48")
+SMALL_CNNS = ("small_cnn", "wider_cnn", "conv4net")
+BACKBONES = ("mobilenet_v2", "resnet18", "efficientnet_b0", "convnextv2_tiny", "inception_v3",
+             "vit_small")
+# training sets of more than 5,000 images (fer2013 28,709; facial_expressions about 9,600)
+# get the profile's `large_epochs` cap
+LARGE = ("fer2013", "facial_expressions")
+IMAGENET_OFFLINE = ("mobilenet_v2",)  # ImageNet weights that install offline (lib.models.weights)
+# backbones the gpu profile trains and the cpu plan leaves out, and why (printed by the CLI)
+GPU_ONLY = {
+    "inception_v3": "299 px with its auxiliary head trains 1.9 images/s on one thread (measured; "
+                    "MobileNetV2 at 112 px: 32): about 100 h per fer2013 fit; planned on "
+                    "six_emotions only (study 002's dataset, about 5 h)",
+    "vit_small": "no ImageNet weights offline; a ViT from scratch is left to the gpu profile",
+    "convnextv2_tiny": "ImageNet weights not available offline; 28M parameters from scratch",
+    "efficientnet_b0": "its torchvision ImageNet weights are not available offline",
+}
+INCEPTION_DATASETS = ("six_emotions",)  # where the cpu plan affords Inception-V3 (one seed)
+# training images per second on one thread of the 2-core dev machine (lib.bench train),
+# used until the store has measured fits of a model
+DEFAULT_IPS = {"small_cnn": 300.0, "wider_cnn": 160.0, "conv4net": 100.0,
+               "mobilenet_v2": 40.0, "resnet18": 25.0, "inception_v3": 1.9,
+               "ddamfn": 10.0, "convnextv2_atto": 20.0}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a notebook: its fits (one per seed) and why it has that many seeds."""
+
+    notebook: str
+    name: str
+    specs: tuple[FitSpec, ...]
+    note: str = ""
+
+    @property
+    def section(self) -> str:
+        """'capacity' for '03.conv4net'; 'sweep', 'cv', 'imbalance' ... for '03.sweep.x=1'."""
+        parts = self.name.split(".")
+        return parts[1].split("_seeds")[0] if len(parts) > 2 else \
+            ("capacity" if self.notebook == "03_capacity" else parts[1])
+
+
+def input_for(P: config.Profile, dataset: str, model: str) -> tuple[int, int]:
+    """(img_size, channels) a model trains at on a dataset."""
+    if model in SMALL_CNNS:
+        return (48, 1) if dataset in NATIVE_GRAY else (P.img_size, 3)
+    return P.backbone_size, 3
+
+
+def recipe(P: config.Profile, dataset: str, model: str, study: str = "common") -> dict:
+    """train.Config fields of a fit. `study`:
+    'study000': study 000's baseline (AdamW 1e-3, weight decay 1e-4, class-weighted CE with
+    label smoothing 0.05, no augmentation); 'common': the capacity study's shared recipe,
+    study 000's plus augmentation (integer shift + flip at 48 px, crop/flip/rotate/jitter
+    on RGB photos) and, for ImageNet-initialised backbones, half the learning rate."""
+    epochs = P.large_epochs if dataset in LARGE and P.large_epochs else P.max_epochs
+    base = dict(epochs=epochs, lr=1e-3, weight_decay=1e-4, loss="ce", label_smoothing=0.05,
+                class_weights="balanced", patience=P.patience, batch_size=P.batch_size,
+                schedule="cosine", augment="none")
+    if study == "study000":
+        return base
+    if study != "common":
+        raise ValueError(f"unknown recipe {study!r}")
+    gray_small = model in SMALL_CNNS and dataset in NATIVE_GRAY
+    base["augment"] = "shift" if gray_small else "standard"
+    if P.pretrained and model in IMAGENET_OFFLINE:
+        base["lr"] = 5e-4  # fine-tuning: full lr 1e-3 undoes the ImageNet features at first
+    return base
+
+
+def _specs(P, dataset, model, seeds, study="common", changes=None, **kw) -> tuple[FitSpec, ...]:
+    size, ch = input_for(P, dataset, model)
+    pre = bool(P.pretrained and model in IMAGENET_OFFLINE)
+    r = {**recipe(P, dataset, model, study), **(changes or {})}
+    return tuple(FitSpec(model, r, s, size, ch, pretrained=pre, **kw) for s in seeds)
+
+
+# 03's studies (sweeps, CV, imbalance) on a large dataset train on a fixed stratified
+# subset of this many images (all of a smaller set), each fit still to convergence
+STUDY_IMAGES = 6000
+# study 004's sweeps, one factor at a time around its final setting (64 filters, 3x3,
+# dropout 0.2); every point is judged on validation
+SWEEP = {"filters": (16, 32, 64), "kernel_size": (3, 5), "dropout": (0.0, 0.2, 0.5)}
+SWEEP_DEFAULT = {"filters": 64, "kernel_size": 3, "dropout": 0.2}
+# study 003's remedies, each changing one thing of plain cross-entropy (no class weights, no
+# label smoothing, no augmentation): (recipe changes, training subset)
+PLAIN = {"label_smoothing": 0.0, "class_weights": None, "augment": "none"}
+IMBALANCE = {
+    "plain_ce": ({}, None), "undersample": ({}, "undersample"), "oversample": ({}, "oversample"),
+    "augment_to_balance": ({"sampler": "balanced", "augment": "standard"}, None),
+    "class_weights": ({"class_weights": "balanced"}, None),
+    "balanced_sampler": ({"sampler": "balanced"}, None),
+    "focal": ({"loss": "focal"}, None), "soft_f1": ({"loss": "soft_f1"}, None),
+    "logit_adjusted": ({"loss": "logit_adjusted"}, None),
+}
+
+
+def _study_subset(dataset: str, extra: str | None = None) -> str:
+    parts = ([f"stratified:{STUDY_IMAGES}"] if dataset in LARGE else []) + ([extra] if extra else [])
+    return "+".join(parts) or "all"
+
+
+def _study_recipe(P, dataset: str, model: str, study: str = "common") -> dict:
+    """A 03 study fit's recipe: the subset is small, so the small-set epoch cap."""
+    return {**recipe(P, dataset, model, study), "epochs": P.max_epochs}
+
+
+def study_arms(P: config.Profile, dataset: str) -> list[Arm]:
+    """03's sweeps, 3-fold CV and imbalance remedies. The imbalance contrast (plain CE and
+    the remedy best on validation, over the remaining seeds) appears once every remedy's
+    first fit is stored, since which remedy is best is read from them."""
+    one, rest = tuple(P.seeds[:1]), tuple(P.seeds[1:])
+    out, seen = [], set()
+    for factor, values in SWEEP.items():
+        for v in values:
+            kw = {**SWEEP_DEFAULT, factor: v}
+            # only what differs from Conv4Net's defaults (= study 004's final setting), so the
+            # default point is the capacity fit itself where the data and epochs are the same
+            diff = {k: x for k, x in kw.items() if SWEEP_DEFAULT[k] != x}
+            spec = _specs(P, dataset, "conv4net", one, changes=_study_recipe(P, dataset, "conv4net"),
+                          model_kw=diff, subset=_study_subset(dataset))
+            name = f"03.sweep.{factor}={v}"
+            if tuple(sorted(kw.items())) in seen:
+                out.append(Arm("03_capacity", name, spec, "the default point, shared by the factors"))
+                continue
+            seen.add(tuple(sorted(kw.items())))
+            out.append(Arm("03_capacity", name, spec, "one seed per sweep point (validation only)"))
+    for k in range(3):
+        cv = {**_study_recipe(P, dataset, "conv4net"), "patience": None}
+        out.append(Arm("03_capacity", f"03.cv.fold{k}",
+                       _specs(P, dataset, "conv4net", one, changes=cv,
+                              subset=_study_subset(dataset, f"cv3:{k}")),
+                       "study 004's final setting, fold k held out (no early stopping)"))
+    imb = {}
+    for name, (changes, extra) in IMBALANCE.items():
+        r = {**_study_recipe(P, dataset, "small_cnn", "study000"), **PLAIN, **changes}
+        imb[name] = (r, _study_subset(dataset, extra))
+        out.append(Arm("03_capacity", f"03.imbalance.{name}",
+                       _specs(P, dataset, "small_cnn", one, changes=r, subset=imb[name][1]),
+                       "one seed: the remedy is chosen on validation"))
+    best = best_remedy(P, dataset, imb)
+    if best and rest:
+        for name in dict.fromkeys(("plain_ce", best)):
+            r, sub = imb[name]
+            out.append(Arm("03_capacity", f"03.imbalance_seeds.{name}",
+                           _specs(P, dataset, "small_cnn", rest, changes=r, subset=sub),
+                           f"the remaining seeds of plain CE and of {best}, best on validation"))
+    return out
+
+
+def best_remedy(P: config.Profile, dataset: str, imb: dict) -> str | None:
+    """The remedy (not plain CE) with the best validation macro-F1 among the stored first
+    fits, or None while any of them is missing."""
+    from lib.training import store
+
+    scores = {}
+    for name, (r, sub) in imb.items():
+        spec = _specs(P, dataset, "small_cnn", P.seeds[:1], changes=r, subset=sub)[0]
+        meta = store.find(P.name, dataset, spec)
+        if meta is None:
+            return None
+        scores[name] = meta["attrs"]["best_val_macro_f1"]
+    scores.pop("plain_ce")
+    return max(scores, key=scores.get)
+
+
+# 02: study 000's SmallCNN and recipe with only the augmentation changed
+AUG_POLICIES = ("none", "standard", "strong")
+AUG_STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0)  # of the standard policy; 0 is no augmentation
+AUG_SINGLE = ("flip", "rotate")  # study 004's single transforms
+
+
+def _aug(policy: str, strength: float = 1.0) -> dict:
+    """Recipe changes of one augmentation setting; strength 0 is no augmentation at all and
+    the default strength is left out, so equal settings are equal specs (one shared fit)."""
+    if strength == 0 or policy == "none":
+        return {"augment": "none"}
+    return {"augment": policy, **({"augment_strength": float(strength)} if strength != 1 else {})}
+
+
+def augmentation_arms(P: config.Profile, dataset: str) -> list[Arm]:
+    """02's arms. The no-augmentation arm is 01's SmallCNN fit and ResNet-18 with the
+    standard policy is 03's, so neither trains twice."""
+    seeds, one = tuple(P.seeds), tuple(P.seeds[:1])
+    small = lambda s, policy, strength=1.0: _specs(  # noqa: E731
+        P, dataset, "small_cnn", s, "study000", changes=_aug(policy, strength))
+    out = [Arm("02_augmentation", f"02.policy.{p}", small(seeds, p), "every seed")
+           for p in AUG_POLICIES]
+    out += [Arm("02_augmentation", f"02.strength.standard@{s:g}", small(one, "standard", s),
+                "one seed per strength (chosen on validation)") for s in AUG_STRENGTHS]
+    out += [Arm("02_augmentation", f"02.single.{p}", small(one, p), "one seed (study 004)")
+            for p in AUG_SINGLE]
+    out += [Arm("02_augmentation", f"02.resnet18.{p}",
+                _specs(P, dataset, "resnet18", one, changes=_aug(p)),
+                "one seed: a scratch ResNet-18 costs about 10x a small CNN on a CPU")
+            for p in ("none", "standard")]
+    return out
+
+
+# 06: study 001's base models beside the series' own, and their ensembles (06 trains only
+# these two; its other members are 03's stored fits)
+ENSEMBLE_NEW = {"ddamfn": {"sam": True}, "convnextv2_atto": {}}
+ENSEMBLE_STORED = ("03.small_cnn", "03.conv4net", "03.mobilenet_v2")
+
+
+def ensemble_arms(P: config.Profile, dataset: str) -> list[Arm]:
+    """06's new base models: DDAMFN with SAM and its attention-diversity loss (study 001) and
+    ConvNeXt-V2 (timm's atto on a CPU, tiny on a GPU), both from scratch at the backbone
+    size: every seed on a small dataset, one seed on a large one unless on a GPU."""
+    many = P.name == "gpu" or dataset not in LARGE
+    seeds = tuple(P.seeds) if many else tuple(P.seeds[:1])
+    note = "every seed" if many else "one seed: about 10x a small CNN per fit on a CPU"
+    out = []
+    for m, changes in ENSEMBLE_NEW.items():
+        model = "convnextv2_tiny" if m.startswith("convnextv2") and P.name == "gpu" else m
+        out.append(Arm("06_ensemble", f"06.{model}",
+                       _specs(P, dataset, model, seeds, changes=changes), note))
+    return out
+
+
+def arms(P: config.Profile, dataset: str) -> list[Arm]:
+    """Every arm of the series on one dataset, in training order."""
+    seeds, one = tuple(P.seeds), tuple(P.seeds[:1])
+    out = [
+        Arm("01_baseline", "01.small_cnn", _specs(P, dataset, "small_cnn", seeds, "study000"),
+            "study 000's SmallCNN and recipe, every seed"),
+        Arm("01_baseline", "01.label_shuffle",
+            _specs(P, dataset, "small_cnn", one, "study000", subset="label_shuffle"),
+            "study 002's sanity check: one seed is enough to show chance"),
+    ]
+    for m in SMALL_CNNS:
+        out.append(Arm("03_capacity", f"03.{m}", _specs(P, dataset, m, seeds), "every seed"))
+    extra = ("inception_v3",) if dataset in INCEPTION_DATASETS and "inception_v3" not in P.backbones \
+        and P.name == "cpu" else ()
+    for m in (*P.backbones, *extra):
+        pre = P.pretrained and m in IMAGENET_OFFLINE
+        many = pre or P.name == "gpu"
+        note = "every seed" if many else "one seed: a scratch backbone costs 3-10x a small CNN on a CPU"
+        out.append(Arm("03_capacity", f"03.{m}", _specs(P, dataset, m, seeds if many else one),
+                       note))
+    return out + study_arms(P, dataset) + augmentation_arms(P, dataset) + ensemble_arms(P, dataset)
+
+
+def arm(P: config.Profile, dataset: str, name: str) -> Arm:
+    """One arm by name (e.g. '03.conv4net')."""
+    found = {a.name: a for a in arms(P, dataset)}
+    if name not in found:
+        raise KeyError(f"no arm {name!r} in the plan for {dataset}; have {sorted(found)}")
+    return found[name]
+
+
+def arms_of(P: config.Profile, dataset: str, notebook: str) -> list[Arm]:
+    return [a for a in arms(P, dataset) if a.notebook == notebook]
+
+
+# ---------------------------------------------------------------- status and training --
+def _splits(P: config.Profile, dataset: str):
+    from lib import data
+
+    return data.load_splits(dataset, max_per_class=P.max_per_class, seed=P.seeds[0])
+
+
+def status(P: config.Profile, dataset: str) -> pd.DataFrame:
+    """One row per planned fit: notebook, arm, model, seed, input, stored?, estimated seconds."""
+    from lib.training import store
+
+    splits = _splits(P, dataset)
+    measured = store.records(P.name)
+    ips = measured.groupby(["model", "img_size"])["images_per_s"].median().to_dict() \
+        if not measured.empty else {}
+    rows = []
+    for a in arms(P, dataset):
+        for spec in a.specs:
+            rec, data3, key = store.lookup(spec, splits, P.name)
+            rate = ips.get((spec.model, spec.img_size), DEFAULT_IPS.get(spec.model, 30.0))
+            est = len(data3[0]) * spec.recipe["epochs"] / rate
+            rows.append({"dataset": dataset, "notebook": a.notebook, "arm": a.name,
+                         "model": spec.model, "seed": spec.seed, "subset": spec.subset,
+                         "input": f"{spec.img_size}px x{spec.channels}", "n_train": len(data3[0]),
+                         "stored": rec.exists(), "estimate_s": 0.0 if rec.exists() else est,
+                         "key": key})
+    return pd.DataFrame(rows)
+
+
+def _claim(lock: Path) -> bool:
+    """Take a fit for this process (lock file with our pid); a dead owner's lock is taken over."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(lock.read_text() or 0), 0)
+            return False
+        except (ProcessLookupError, ValueError):
+            lock.unlink(missing_ok=True)
+            return _claim(lock)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def train_missing(P: config.Profile, datasets: list[str], notebooks: list[str] | None = None,
+                  arm_names: list[str] | None = None) -> int:
+    """Train every missing fit of the plan (skipping fits another process holds); returns
+    how many this process trained."""
+    from lib.training import store
+
+    done = 0
+    for dataset in datasets:
+        splits = _splits(P, dataset)
+        for a in arms(P, dataset):
+            if (notebooks and a.notebook[:2] not in notebooks) or (arm_names and a.name not in arm_names):
+                continue
+            for spec in a.specs:
+                rec, _, key = store.lookup(spec, splits, P.name)
+                lock = store.checkpoint_dir(P.name, dataset) / f"{rec.stem}.lock"
+                if rec.exists() or not _claim(lock):
+                    continue
+                try:
+                    t0 = time.perf_counter()
+                    if not rec.exists():  # another process may have finished it meanwhile
+                        store.fit(spec, splits, P.name, train_missing=True)
+                        done += 1
+                        print(f"plan: {dataset} {a.name} seed {spec.seed} done in "
+                              f"{time.perf_counter() - t0:.0f} s -> {rec.name}", flush=True)
+                finally:
+                    lock.unlink(missing_ok=True)
+    return done
+
+
+def _workers(args, jobs: int) -> int:
+    """`jobs` copies of this command, one thread each, sharing the work through lock files."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "lib.training.plan", "--train", "--jobs", "1", "--profile", args.profile,
+           "--dataset", *args.dataset] + (["--only", args.only] if args.only else []) + \
+        (["--arm", *args.arm] if args.arm else [])
+    cmd += ["--quiet"]  # the parent prints the plan once, after them
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FER_THREADS": "1", "FER_PLAIN_PROGRESS": "1"}
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(jobs)]
+    return max(p.wait() for p in procs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib.plan", description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default=None)
+    ap.add_argument("--dataset", nargs="+", default=["six_emotions", "facial_expressions",
+                                                     "fer2013"])
+    ap.add_argument("--only", default=None, help="notebook numbers, e.g. 01,03")
+    ap.add_argument("--arm", nargs="+", default=None, help="only these arms, e.g. 03.conv4net")
+    ap.add_argument("--train", action="store_true", help="train the missing fits")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes (1 thread each)")
+    ap.add_argument("--quiet", action="store_true", help="train without printing the plan")
+    args = ap.parse_args(argv)
+    P = config.get_profile(args.profile)
+    args.profile = P.name
+    only = [o.strip().zfill(2) for o in args.only.split(",")] if args.only else None
+    if os.environ.get("FER_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["FER_THREADS"]))
+    if args.train:
+        if args.jobs > 1:
+            rc = _workers(args, args.jobs)
+            if rc:
+                return rc
+        else:
+            train_missing(P, args.dataset, only, args.arm)
+        if args.quiet:
+            return 0
+    frames = [status(P, d) for d in args.dataset]
+    df = pd.concat(frames, ignore_index=True)
+    if only:
+        df = df[df["notebook"].str[:2].isin(only)]
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        print(df.drop(columns=["key"]).to_string(index=False))
+    from lib.training import store
+
+    left_out = {m: why for m, why in GPU_ONLY.items() if m not in P.backbones}
+    for m, why in left_out.items():
+        print(f"not in the {P.name} plan: {m} ({why})")
+    rec = store.records(P.name)
+    for d, g in df.groupby("dataset", sort=False):
+        g = g.drop_duplicates("key")  # an arm shared by two names is one fit
+        spent = rec.loc[rec["dataset"] == d, "train_seconds"].sum() if not rec.empty else 0.0
+        print(f"{d}: {int(g['stored'].sum())} of {len(g)} fits stored ({spent / 3600:.2f} h of "
+              f"training so far); missing about {g['estimate_s'].sum() / 3600:.1f} h of "
+              "one-thread training")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
