@@ -60,7 +60,7 @@ EXPECTED = {
                     "sweep_dropout": None, "kfold_cv": None, "imbalance": None},
     "04_targeted_augmentation": {"targeted_augmentation": None},
     "05_domain_shift": {},  # its experiments depend on which other datasets are present
-    "06_ensemble": {"base": None, "ensemble": None},
+    "06_ensemble": {"base": None, "ensemble": None, "sentiment": None, "calibration": None},
     "07_summary": {"selected": None},
 }
 

@@ -52,6 +52,17 @@ def rows(arms: dict, experiment_name: str, **fields) -> list[dict]:
     return out
 
 
+def fit_table(arms: dict) -> pd.DataFrame:
+    """One line per stored fit: arm, seed, parameters, epochs run, the epoch validation chose,
+    training seconds and validation macro-F1."""
+    return pd.DataFrame([{"arm": label(n), "model": r.name, "seed": r.seed, "params": r.params,
+                          "epochs_run": r.history.attrs.get("epochs_run"),
+                          "best_epoch": r.history.attrs.get("best_epoch"),
+                          "train_s": round(r.history.attrs.get("train_seconds") or 0, 1),
+                          "val_macro_f1": round(r.reports["val"]["macro_f1"], 3)}
+                         for n, runs in arms.items() for r in runs])
+
+
 def unique(rows: list[dict], split: str = "test") -> pd.DataFrame:
     """Rows of one split with each stored fit once (arms that share a fit, e.g. strength 1
     and the standard policy, are one fit)."""

@@ -224,11 +224,9 @@ def combine(members: Sequence, method: str, classes: Sequence[str], bootstrap: i
     The combiner is fit on the members' validation probabilities; the run's 'val' report is
     scored on out-of-fold validation predictions (honest for fitted combiners; in-sample,
     said in `run.note`, when validation is too small to split) and its 'test' report on the
-    test probabilities, predicted once. `run.model` holds the members (so `run.params` is
-    their total), `run.combiner` the fitted combiner.
+    test probabilities, predicted once. It needs only the members' probabilities (stored
+    fits need no model); `run.params` is the members' total, `run.combiner` the combiner.
     """
-    import torch.nn as nn
-
     from lib.training import experiment
 
     if method not in METHODS:
@@ -255,7 +253,7 @@ def combine(members: Sequence, method: str, classes: Sequence[str], bootstrap: i
     history = pd.DataFrame()
     history.attrs["train_seconds"] = sum(m.history.attrs.get("train_seconds") or 0
                                          for m in members)
-    run = experiment.Run(method, seed, nn.ModuleList([m.model for m in members]), history)
+    run = experiment.Run(method, seed, None, history, n_params=sum(m.params for m in members))
     for split, p in probs.items():
         y = y_val if split == "val" else y_test
         run.probs[split], run.labels[split] = p, y

@@ -224,6 +224,23 @@ def imbalance_contrast(arms: dict, bootstrap: int = 1000) -> tuple[str | None, p
                             .assign(metric=m) for m in ("macro_f1", "balanced_accuracy")])
 
 
+def loaded(arms: dict, splits) -> dict:
+    """{arm label: (model, test set at its input, run)} for the first seed of every arm whose
+    checkpoint is on this machine (checkpoints are not committed); the others are named."""
+    out, absent = {}, []
+    for name, runs in arms.items():
+        try:
+            model = store.model_of(runs[0])
+        except FileNotFoundError:
+            absent.append(name)
+            continue
+        out[name.split(".", 2)[-1]] = (model, store.prepare(store.spec_of(runs[0]), splits)[2], runs[0])
+    if absent:
+        print(f"no checkpoint here for {', '.join(absent)}: their figures need the model "
+              "(retrain, or copy ckpt/ from the machine that trained them)")
+    return out
+
+
 def require(arms: dict, name: str) -> list:
     """The runs of an arm a notebook cannot do without; a readable error when none is stored."""
     if not arms.get(name):

@@ -112,6 +112,35 @@ def best_value(what: str, value, metric: str = "macro-F1") -> list[str]:
     return [] if value is None else [f"Validation {metric} prefers {what} {value}."]
 
 
+def sentiment(table: pd.DataFrame, model: str | None) -> list[str]:
+    """From ensemble_study.sentiment_table: the model's accuracy and balanced accuracy per
+    scale, flagging a scale where balanced accuracy is at 1/levels (one level named)."""
+    if model is None or table is None or table.empty:
+        return []
+    out = []
+    for _, r in table[table["model"] == model].iterrows():
+        flat = r["balanced_accuracy"] <= 1 / max(r["levels"], 1) + 0.02
+        out.append(f"{model} on {r['variant']} ({r['levels']} levels reachable here): accuracy "
+                   f"{r['accuracy']:.3f}, balanced accuracy {r['balanced_accuracy']:.3f}"
+                   + (" (no better than naming one level)" if flat else "") + ".")
+    return out
+
+
+def calibration(table: pd.DataFrame) -> list[str]:
+    """From ensemble_study.calibration_table: ECE before and after temperature scaling."""
+    if table is None or len(table) == 0:
+        return []
+    t = table.reset_index()
+    out = []
+    for model, g in t.groupby("model", sort=False):
+        v = g.set_index("variant")
+        if {"before", "after_temperature"} <= set(v.index):
+            out.append(f"{model}: ECE {v.loc['before', 'ece']:.3f} -> "
+                       f"{v.loc['after_temperature', 'ece']:.3f} after temperature scaling "
+                       f"(T = {v.loc['after_temperature', 'temperature']:.2f}, fit on validation).")
+    return out
+
+
 def missing(what: str, table: pd.DataFrame) -> list[str]:
     """A sentence for a section whose fits are not all in the store yet."""
     if table is None or table.empty:

@@ -223,6 +223,11 @@ def runs(specs, splits, profile: str, bootstrap: int = 0) -> list[experiment.Run
     return [fit(s, splits, profile, bootstrap) for s in specs]
 
 
+def spec_of(run: experiment.Run) -> FitSpec:
+    """The FitSpec of a stored run, read back from its record."""
+    return FitSpec(**read(run.record)[0]["spec"])
+
+
 def model_of(run: experiment.Run):
     """The trained model of a run: in memory, or rebuilt from its checkpoint beside the record."""
     if run.model is not None:
