@@ -58,7 +58,7 @@ EXPECTED = {
                         "resnet18_augmentation": 2},
     "03_capacity": {"capacity": None, "sweep_filters": None, "sweep_kernel_size": None,
                     "sweep_dropout": None, "kfold_cv": None, "imbalance": None},
-    "04_targeted_augmentation": {"targeted_augmentation": None},
+    "04_targeted_augmentation": {"targeted_augmentation": 2},
     "05_domain_shift": {},  # its experiments depend on which other datasets are present
     "06_ensemble": {"base": None, "ensemble": None, "sentiment": None, "calibration": None},
     "07_summary": {"selected": None},

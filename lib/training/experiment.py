@@ -9,13 +9,11 @@ the selected checkpoint.
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import torch
 
 from lib import config, models
 from lib.evaluation import metrics, results
@@ -175,35 +173,6 @@ def per_class_ci(runs: Sequence[Run], split: str = "test", n: int = 1000, seed: 
         out[f"{m}_lo"], out[f"{m}_hi"] = np.percentile(np.mean([b[m] for b in boot], axis=0), q,
                                                        axis=0)
     return out
-
-
-def prediction_changes(runs: Sequence[Run], ds, perturbations: Mapping[str, object],
-                       seed: int = 0, index=None) -> pd.DataFrame:
-    """How unstable each run's predictions on `ds` (or its items `index`) are under each
-    perturbation (an augment policy name or Policy, applied once with a fixed generator): the
-    fraction of items whose predicted class changes, and the accuracy before/after, averaged
-    over runs."""
-    from lib.training import augment
-
-    if index is not None:
-        ds = copy.copy(ds)
-        idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
-        ds.images, ds.labels = ds.images[idx], torch.as_tensor(ds.labels)[idx]
-    if len(ds.labels) == 0:
-        raise ValueError("prediction_changes: no items to perturb")
-    y = torch.as_tensor(ds.labels).numpy()
-    base = [train.predict_proba(r.model, ds).argmax(1) for r in runs]
-    out = []
-    for name, pert in perturbations.items():
-        moved = copy.copy(ds)
-        moved.images = augment.apply(pert, ds.images, torch.Generator().manual_seed(seed),
-                                     labels=torch.as_tensor(ds.labels))
-        new = [train.predict_proba(r.model, moved).argmax(1) for r in runs]
-        out.append({"perturbation": name, "n": len(y),
-                    "changed": float(np.mean([np.mean(a != b) for a, b in zip(base, new)])),
-                    "acc_before": float(np.mean([np.mean(a == y) for a in base])),
-                    "acc_after": float(np.mean([np.mean(b == y) for b in new]))})
-    return pd.DataFrame(out)
 
 
 def history_summary(runs: Sequence[Run], **labels) -> pd.DataFrame:

@@ -69,6 +69,9 @@ class Config:
     sampler: str | None = None  # None | 'balanced' (class-balanced sampling with replacement)
     augment: str | augmentation.Policy = "none"  # a policy name or Policy object
     augment_strength: float = 1.0
+    # (op, class indices) pairs added to the policy for those classes only (JSON-friendly
+    # lists, so a recipe with them can be a fit-store spec): 04's targeted policy
+    augment_extra: list | None = None
     batch_size: int = 64
     # at most this many (randomly drawn, fresh each epoch) training images per epoch, so that a
     # large dataset (fer2013: 28k) can get less than one full pass within a CPU budget
@@ -95,6 +98,11 @@ class Config:
     callback: Callable[[dict], bool | None] | None = None  # gets each epoch row; True stops
     device: str | None = None  # default lib.config.device()
 
+    def policy_extra(self) -> list[tuple]:
+        """`augment_extra` as the (op, classes) tuples augment.Policy takes."""
+        return [(op, tuple(classes)) if classes is not None else op
+                for op, classes in (self.augment_extra or [])]
+
     def __post_init__(self) -> None:
         checks = {"optimizer": ("adamw", "sgd"), "schedule": SCHEDULES, "loss": losses.NAMES,
                   "sampler": (None, "balanced")}
@@ -105,8 +113,8 @@ class Config:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.epoch_images is not None and self.epoch_images < 1:
             raise ValueError(f"epoch_images={self.epoch_images}; must be >= 1 or None")
-        if isinstance(self.augment, str):
-            augmentation.policy(self.augment, self.augment_strength)  # fail now, not mid-fit
+        if isinstance(self.augment, str):  # fail now, not mid-fit
+            augmentation.policy(self.augment, self.augment_strength, self.policy_extra())
         if self.ema is not None and not 0 < self.ema < 1:
             raise ValueError(f"Config.ema={self.ema!r}; a decay in (0, 1) or None")
         for name, alpha in (("mixup", self.mixup), ("cutmix", self.cutmix)):
@@ -223,7 +231,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: Config | None = None) -> Histor
     loss_fn = losses.make_loss(cfg.loss, counts, weights, cfg.label_smoothing,
                                **cfg.loss_kwargs).to(dev)
     pol = cfg.augment if isinstance(cfg.augment, augmentation.Policy) else augmentation.policy(
-        cfg.augment, cfg.augment_strength)
+        cfg.augment, cfg.augment_strength, cfg.policy_extra())
     mix = optim.mixer(cfg.mixup, cfg.cutmix, k)
     per_epoch = min(len(labels), cfg.epoch_images or len(labels))
     steps = per_epoch // cfg.batch_size + int(per_epoch % cfg.batch_size > 1)
