@@ -241,6 +241,17 @@ def loaded(arms: dict, splits) -> dict:
     return out
 
 
+def stored(specs, splits, P) -> list:
+    """store.fit of each spec; specs not in the store (training off) are named and skipped."""
+    out = []
+    for s in specs:
+        try:
+            out.append(store.fit(s, splits, P.name, P.bootstrap))
+        except store.MissingFit as err:
+            print(err)
+    return out
+
+
 def require(arms: dict, name: str) -> list:
     """The runs of an arm a notebook cannot do without; a readable error when none is stored."""
     if not arms.get(name):

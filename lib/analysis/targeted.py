@@ -145,17 +145,6 @@ def after_specs(before: Sequence, target_idx: Sequence[int], extra: Sequence[str
     return out
 
 
-def stored(specs: Sequence, splits, P) -> list:
-    """store.fit of each spec; specs not in the store (training off) are named and skipped."""
-    out = []
-    for s in specs:
-        try:
-            out.append(store.fit(s, splits, P.name, P.bootstrap))
-        except store.MissingFit as err:
-            print(err)
-    return out
-
-
 def pair_rates(runs_by_name: dict, classes: Sequence[str], pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
     """The confusion rate of the given class pairs on test (summed over seeds), per variant."""
     rates = {v: experiment.confused_pairs(sum(r.reports["test"]["confusion"] for r in runs),

@@ -141,6 +141,33 @@ def calibration(table: pd.DataFrame) -> list[str]:
     return out
 
 
+def drops(shift: pd.DataFrame, alpha: float = 0.05) -> list[str]:
+    """From domain.shift_table: per target, in-domain and zero-shot macro-F1 over the shared
+    classes and whether the drop is supported by the paired test over seeds."""
+    out = []
+    for r in shift.itertuples() if shift is not None else []:
+        test = "no test (one seed)" if r.seeds < 2 else f"p = {r.p_value:.3g}"
+        verdict = "a drop" if r.seeds >= 2 and r.p_value < alpha and r.drop > 0 else \
+            ("a gain" if r.seeds >= 2 and r.p_value < alpha else "no evidence of a difference")
+        out.append(f"{r.target} ({r.classes}): in domain {r.in_domain:.3f}, zero-shot "
+                   f"{r.out_of_domain:.3f}: {verdict} ({r.drop:+.3f} in domain minus zero-shot, {test}).")
+    return out
+
+
+def against(table: pd.DataFrame, what: str, label: str = "variant", alpha: float = 0.05) -> list[str]:
+    """From shift.versus / few_shot_table (a_mean, b_mean, seeds_p_value): each row against
+    its reference, 'no evidence of a difference' unless the paired test says otherwise."""
+    out = []
+    for _, r in (table.iterrows() if table is not None else []):
+        p = r["seeds_p_value"]
+        diff = r["a_mean"] - r["b_mean"]
+        word = ("higher" if diff > 0 else "lower") if p == p and p < alpha else "no evidence of a difference"
+        cols = [label] if isinstance(label, str) else list(label)
+        name = ", ".join(f"{c} = {r[c]}" if i else str(r[c]) for i, c in enumerate(cols))
+        out.append(f"{what} {name}: {r['a_mean']:.3f} vs {r['b_mean']:.3f}, {word} ({p_text(p)}).")
+    return out
+
+
 def missing(what: str, table: pd.DataFrame) -> list[str]:
     """A sentence for a section whose fits are not all in the store yet."""
     if table is None or table.empty:

@@ -258,6 +258,20 @@ def ensemble_arms(P: config.Profile, dataset: str) -> list[Arm]:
     return out
 
 
+# 05: the face-cropped SmallCNN, where images are whole scenes (the others are face crops)
+FACE_CROP_DATASETS = ("six_emotions",)
+
+
+def shift_arms(P: config.Profile, dataset: str) -> list[Arm]:
+    """05's own fits: 01's SmallCNN decoded from the largest detected face, every seed, paired
+    with 01's fits. (Its contributor fits depend on the data and are declared by 05.)"""
+    if dataset not in FACE_CROP_DATASETS:
+        return []
+    return [Arm("05_domain_shift", "05.face_crop",
+                _specs(P, dataset, "small_cnn", tuple(P.seeds), "study000", subset="face_crop"),
+                "every seed, paired with 01's baseline fits")]
+
+
 def arms(P: config.Profile, dataset: str) -> list[Arm]:
     """Every arm of the series on one dataset, in training order."""
     seeds, one = tuple(P.seeds), tuple(P.seeds[:1])
@@ -278,7 +292,8 @@ def arms(P: config.Profile, dataset: str) -> list[Arm]:
         note = "every seed" if many else "one seed: a scratch backbone costs 3-10x a small CNN on a CPU"
         out.append(Arm("03_capacity", f"03.{m}", _specs(P, dataset, m, seeds if many else one),
                        note))
-    return out + study_arms(P, dataset) + augmentation_arms(P, dataset) + ensemble_arms(P, dataset)
+    return (out + study_arms(P, dataset) + augmentation_arms(P, dataset) + ensemble_arms(P, dataset)
+            + shift_arms(P, dataset))
 
 
 def arm(P: config.Profile, dataset: str, name: str) -> Arm:

@@ -118,9 +118,11 @@ def _commit() -> str:
 def prepare(spec: FitSpec, splits) -> tuple:
     """(train, val, test) tensors for `spec` from a data.Splits, the named subset applied."""
     memo = splits.__dict__.setdefault("_store_tensors", {})  # decode (or read the cache) once
-    if (spec.img_size, spec.channels) not in memo:
-        memo[spec.img_size, spec.channels] = splits.tensors(spec.img_size, spec.channels)
-    train_ds, val_ds, test_ds = memo[spec.img_size, spec.channels]
+    face = any(kind == "face_crop" for kind, _ in subsets.parse(spec.subset))
+    if (spec.img_size, spec.channels, face) not in memo:
+        memo[spec.img_size, spec.channels, face] = splits.tensors(spec.img_size, spec.channels,
+                                                                  face_crop=face)
+    train_ds, val_ds, test_ds = memo[spec.img_size, spec.channels, face]
     train_ds, val_ds = subsets.apply(spec.subset, spec.seed, train_ds, val_ds)
     return train_ds, val_ds, test_ds
 
@@ -241,14 +243,15 @@ def model_of(run: experiment.Run):
     return run.model
 
 
-def extra_probs(run: experiment.Run, name: str, ds) -> np.ndarray:
+def extra_probs(run: experiment.Run, name: str, ds, predict=None) -> np.ndarray:
     """The run's probabilities on another image set `ds` (an official test split, another
     dataset's test split), kept in its record under `name`: computed once from the model
-    (in memory or its checkpoint), read from the record ever after."""
+    (in memory or its checkpoint) by `predict(model, ds)` (default train.predict_proba; an
+    adapted model's, e.g. after AdaBN), read from the record ever after."""
     npz = Path(run.record).with_suffix(".npz")
     meta, probs = read(run.record)
     if name not in probs:
-        probs[name] = train.predict_proba(model_of(run), ds)
+        probs[name] = (predict or train.predict_proba)(model_of(run), ds)
         _write_record(Path(run.record), npz, meta, probs)
     if len(probs[name]) != len(ds):
         raise ValueError(f"{run.record}: {name} holds {len(probs[name])} rows for {len(ds)} images")

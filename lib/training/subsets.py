@@ -8,6 +8,10 @@
     oversample          every class topped up to the largest with repeats (seeded by the fit)
     cv3:K               train + val pooled, cut into 3 stratified group-aware folds
                         (`data.kfold`); trains on the other two, fold K is held out
+    contributor:ID      train and val rows of one contributor (manifest `source` == ID):
+                        05's shift inside a dataset
+    face_crop           every split decoded from its largest detected face (lib.data.faces);
+                        read by store.prepare, a no-op here
 
 e.g. 'stratified:6000+cv3:1'. The held-out fold replaces validation and is only scored,
 never used for early stopping or checkpoint choice.
@@ -22,7 +26,8 @@ import torch
 
 from lib.data.tensors import concat, take
 
-KINDS = ("all", "label_shuffle", "stratified", "undersample", "oversample", "cv3")
+KINDS = ("all", "label_shuffle", "stratified", "undersample", "oversample", "cv3", "contributor",
+         "face_crop")
 
 
 def parse(subset: str) -> list[tuple[str, str]]:
@@ -34,6 +39,8 @@ def parse(subset: str) -> list[tuple[str, str]]:
             raise ValueError(f"unknown subset {part!r} in {subset!r}; kinds: {KINDS}")
         if kind in ("stratified", "cv3") and not arg.isdigit():
             raise ValueError(f"subset {part!r} needs an integer, e.g. {kind}:2")
+        if kind == "contributor" and not arg:
+            raise ValueError(f"subset {part!r} needs a contributor id, e.g. contributor:12")
         if kind == "cv3" and int(arg) > 2:
             raise ValueError(f"subset {part!r}: fold must be 0, 1 or 2")
         out.append((kind, arg))
@@ -87,6 +94,11 @@ def apply(subset: str, seed: int, train_ds, val_ds) -> tuple:
             train_ds = take(train_ds, stratified_index(train_ds.labels, int(arg)))
         elif kind in ("undersample", "oversample"):
             train_ds = take(train_ds, resample_index(train_ds.labels, kind, seed))
+        elif kind == "contributor":
+            train_ds, val_ds = (take(d, np.flatnonzero(d.rows["source"].astype(str).eq(arg).to_numpy()))
+                                for d in (train_ds, val_ds))
+            if not len(train_ds) or not len(val_ds):
+                raise ValueError(f"contributor {arg!r} has {len(train_ds)} train and {len(val_ds)} val rows")
         elif kind == "cv3":
             pool = concat(train_ds, val_ds)
             fold = data.kfold(pool.rows, k=3, seed=0)["fold"].to_numpy()
