@@ -54,7 +54,8 @@ def _arm_key(spec: dict) -> str:
 
 
 def _arm_names(profile: str, dataset: str) -> dict[str, str]:
-    """Arm key -> plan arm name ('03.conv4net'); empty when the profile is unknown."""
+    """Arm key -> plan arm name ('03.conv4net'); empty when the profile is unknown. A fit two
+    arms share (01's baseline is 02's no-augmentation arm) keeps the first arm's name."""
     from dataclasses import asdict
 
     from lib.training import plan
@@ -63,7 +64,11 @@ def _arm_names(profile: str, dataset: str) -> dict[str, str]:
         P = config.get_profile(profile)
     except ValueError:
         return {}
-    return {_arm_key(asdict(s)): a.name for a in plan.arms(P, dataset) for s in a.specs}
+    names: dict[str, str] = {}
+    for a in plan.arms(P, dataset):
+        for s in a.specs:
+            names.setdefault(_arm_key(asdict(s)), a.name)
+    return names
 
 
 def fits(profile: str, dataset: str) -> list[tuple[Path, dict]]:

@@ -168,6 +168,41 @@ def against(table: pd.DataFrame, what: str, label: str = "variant", alpha: float
     return out
 
 
+def selected(best: pd.DataFrame) -> list[str]:
+    """Per dataset: the model chosen on validation and its test numbers with their spread."""
+    return [f"{b.dataset}: {b.model} ({b.notebook}, {b.variant}), chosen on validation macro-F1 "
+            f"{b.val_macro_f1:.3f}: test macro-F1 {mean_sd(b.macro_f1_mean, b.macro_f1_std, int(b.seeds))}, "
+            f"balanced accuracy {b.balanced_accuracy_mean:.3f}, accuracy {b.accuracy_mean:.3f}."
+            for b in best.itertuples()]
+
+
+def beaten(table: pd.DataFrame) -> list[str]:
+    """From overview.beaten: how many seed-study numbers ours beats beyond two standard
+    errors, and the ones it does not."""
+    if table is None or table.empty:
+        return []
+    run = table[table["beaten"] != "not run here"]
+    counts = run["beaten"].value_counts().to_dict()
+    out = [f"Of {len(run)} seed-study numbers with an arm here: " +
+           ", ".join(f"{v} {k}" for k, v in counts.items()) + "."]
+    for r in run[run["beaten"] == "no"].itertuples():
+        out.append(f"Not beaten: study {r.study} {r.experiment} {r.model} on {r.dataset} "
+                   f"({r.metric} {r.theirs:.3f} reported, ours {r.ours:.3f}).")
+    return out
+
+
+def effects(table: pd.DataFrame, alpha: float = 0.05, most: int = 5) -> list[str]:
+    """The largest within-experiment differences that the paired test over seeds supports."""
+    if table is None or table.empty:
+        return []
+    real = table[table["p_value"] < alpha].head(most)
+    if real.empty:
+        return ["No within-experiment difference of 02-06 is supported by a paired test over seeds."]
+    return [f"{r['dataset']} {r['experiment']}: {r['best (by val)']} ahead of {r['other']} by "
+            f"{r['delta_macro_f1']:+.3f} macro-F1 over {r['seeds']} seeds ({p_text(r['p_value'])})."
+            for _, r in real.iterrows()]
+
+
 def missing(what: str, table: pd.DataFrame) -> list[str]:
     """A sentence for a section whose fits are not all in the store yet."""
     if table is None or table.empty:

@@ -31,7 +31,8 @@ CONTROLS = ("chance", "label_shuffle", "peer", "cross_dataset", "selected")
 # experiments whose variants are scored on different label spaces or test sets (3/5/7-level
 # sentiment scales, another dataset's shared classes, few-shot targets): never ranked against
 # the dataset's own 7-class models, and inside them only like with like (one variant each)
-OTHER_TASKS = ("sentiment", "cross_dataset", "few_shot", "peer", "adaptation", "face_crop")
+OTHER_TASKS = ("sentiment", "cross_dataset", "few_shot", "peer", "adaptation", "face_crop",
+               "calibration", "contributor_shift")
 
 
 def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
