@@ -77,15 +77,6 @@ class Profile:
             raise ValueError("empty training set")
         return int(max(1, min(self.max_epochs, round(self.train_images / n_train))))
 
-    def budget(self, n_train: int, share: float = 1.0) -> tuple[int, int | None]:
-        """(epochs, epoch_images) so a fit sees about `share` of `train_images`: whole epochs
-        while that is at least one pass, else one epoch of a random `epoch_images` subset
-        (never fewer than 4 batches, so the smoke profile still makes one full pass)."""
-        images = max(round(self.train_images * share), 4 * self.batch_size)  # a few steps at least
-        if images >= n_train:  # epochs_for raises on an empty set
-            return replace(self, train_images=images).epochs_for(n_train), None
-        return 1, images
-
     def as_params(self) -> dict:
         """UPPER_CASE notebook parameters (papermill) for this profile."""
         d = asdict(self)
@@ -105,8 +96,7 @@ PROFILES: dict[str, Profile] = {
     # all the data, native small inputs (48 px gray, 112 px RGB for ImageNet backbones),
     # 3 seeds; the fits of lib.training.plan train to convergence (cosine over max_epochs, early
     # stopping with patience 8) once, into the fit store, over as many runs as they need.
-    # train_images is the per-fit budget that 02 and 04-06 still use until they move to the
-    # store (139 min for the whole series at 12k images per fit, one make report)
+    # train_images sizes the few-shot fine-tunes of 05 (epochs = train_images / n, capped)
     "cpu": Profile(
         name="cpu", img_size=64, backbone_size=112, channels=3, seeds=(0, 1, 2), max_epochs=40,
         train_images=12_000, patience=8, batch_size=64, max_per_class=None, pretrained=True,
