@@ -53,3 +53,22 @@ def test_section_rows_name_sweeps_cv_and_remedies(fake_data_root):
                    ("imbalance", "test")}
     assert studies.chosen_setting(rows[rows.experiment == "sweep_filters"].to_dict("records")) == \
         {"filters": "16"}
+
+
+def test_classical_probabilities_are_fitted_once_and_then_read(fake_data_root):
+    from lib.models import classical
+
+    splits = data.load_splits("six_emotions", max_per_class=P.max_per_class, seed=0)
+    tensors = tuple(splits.tensors(24, 1))
+    fits = []
+
+    def make():
+        fits.append(1)
+        return classical.HOGLinear()
+
+    first = studies.classical_probs("hog_linear", make, tensors, cache=("smoke", "six_emotions"))
+    again = studies.classical_probs("hog_linear", make, tensors, cache=("smoke", "six_emotions"))
+    assert len(fits) == 1 and set(first) == {"val", "test"}
+    assert (first["test"] == again["test"]).all() and len(first["test"]) == len(tensors[2])
+    studies.classical_probs("hog_linear", make, tuple(splits.tensors(32, 1)), cache=("smoke", "six_emotions"))
+    assert len(fits) == 2  # another decoded size is another baseline

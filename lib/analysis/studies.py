@@ -68,18 +68,47 @@ def arm_rows(arms: dict, experiment_name: str) -> list[dict]:
     return rows
 
 
+CLASSICAL_VERSION = 1  # bump when a classical baseline's code changes its output
+
+
+def classical_probs(name: str, make, data: tuple, cache: tuple[str, str] | None = None) -> dict:
+    """{'val', 'test': probabilities} of a classical baseline fitted on data[0]; with `cache`
+    = (profile, dataset) they are kept beside the fit store's records (keyed by the data
+    rows, labels and decoded shape), so a re-render does not refit kNN or HOG."""
+    import hashlib
+    import io
+
+    from lib.atomic import write_bytes
+
+    path = None
+    if cache:
+        blob = f"{name}|{store.data_hash(data)}|{tuple(data[0].images.shape[1:])}|{CLASSICAL_VERSION}"
+        path = store.root() / cache[0] / cache[1] / "classical" / \
+            f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
+        if path.exists():
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+    clf = make().fit(data[0])
+    probs = {split: clf.predict_proba(ds) for split, ds in (("val", data[1]), ("test", data[2]))}
+    if path is not None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **probs)
+        write_bytes(path, buf.getvalue())
+    return probs
+
+
 def classical_rows(data: tuple, classes, bootstrap: int,
-                   which: tuple[str, ...] = ("knn_pixels_k101", "hog_linear")) -> list[dict]:
+                   which: tuple[str, ...] = ("knn_pixels_k101", "hog_linear"),
+                   cache: tuple[str, str] | None = None) -> list[dict]:
     """kNN on standardised pixels (k = 101, study 003) and HOG + a linear classifier, each
-    fitted once on train (deterministic given the split) and scored on val and test."""
-    train_ds, val_ds, test_ds = data
-    rows = []
+    fitted once on train (deterministic given the split) and scored on val and test;
+    `cache` = (profile, dataset) keeps their probabilities (see classical_probs)."""
     make = {"knn_pixels_k101": lambda: classical.KNNPixels(k=101), "hog_linear": classical.HOGLinear}
-    for name, clf in ((n, make[n]()) for n in which):
-        clf.fit(train_ds)
-        for split, ds in (("val", val_ds), ("test", test_ds)):
-            rep = metrics.evaluate(ds.labels.numpy(), clf.predict_proba(ds), classes,
-                                   bootstrap=bootstrap, seed=0)
+    rows = []
+    for name in which:
+        probs = classical_probs(name, make[name], data, cache)
+        for split, ds in (("val", data[1]), ("test", data[2])):
+            rep = metrics.evaluate(ds.labels.numpy(), probs[split], classes, bootstrap=bootstrap, seed=0)
             rows.append(results.row(rep, experiment="classical", model=name, variant="-",
                                     seed=0, split=split))
     return rows
