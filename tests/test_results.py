@@ -41,8 +41,8 @@ def test_row_schema_and_values():
 
 def test_record_replaces_by_experiment(tmp_results):
     rows = [results.row(_report(s), model="small_cnn", seed=s, split="test") for s in (0, 1)]
-    path = results.record(rows, "01_baseline", "smoke", "six_emotions", experiment="baseline")
-    assert path == tmp_results / "smoke" / "six_emotions" / "01_baseline.csv"
+    assert results.record(rows, "01_baseline", "smoke", "six_emotions", experiment="baseline") is None
+    assert (tmp_results / "smoke" / "six_emotions" / "01_baseline.csv").exists()
     other = results.row(_report(5), experiment="sanity", model="small_cnn", seed=0, extra=1.5)
     results.record([other], "01_baseline", "smoke", "six_emotions")
     df = results.load()

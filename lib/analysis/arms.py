@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lib.evaluation import results
 from lib.training import experiment, store
 
 
@@ -66,7 +67,7 @@ def fit_table(arms: dict) -> pd.DataFrame:
 def unique(rows: list[dict], split: str = "test") -> pd.DataFrame:
     """Rows of one split with each stored fit once (arms that share a fit, e.g. strength 1
     and the standard policy, are one fit)."""
-    df = pd.DataFrame(rows)
+    df = results.frame(rows)
     return df[df["split"] == split].drop_duplicates(["record", "split"]).reset_index(drop=True)
 
 
@@ -101,12 +102,13 @@ def change_from(pc: pd.DataFrame, ref: str, metric: str = "recall") -> pd.DataFr
 
 
 def best_on_val(rows: list[dict], by: str = "variant", metric: str = "macro_f1") -> str | None:
-    """The `by` value with the best mean validation metric (ties: the first listed)."""
-    df = pd.DataFrame(rows)
+    """The `by` value with the best mean validation metric (ties: the first listed); None
+    until at least two candidates are stored (one is not a choice)."""
+    df = results.frame(rows)
     if df.empty:
         return None
     val = df[df["split"] == "val"].groupby(by, sort=False)[metric].mean()
-    return str(val.idxmax()) if len(val) else None
+    return str(val.idxmax()) if len(val) >= 2 else None
 
 
 def versus(arms: dict, pairs: list[tuple[str, str]], bootstrap: int = 1000,

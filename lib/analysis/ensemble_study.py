@@ -84,7 +84,7 @@ def sentiment_rows(runs: Mapping[str, list], classes: Sequence[str], bootstrap: 
 def sentiment_table(rows: list[dict]) -> pd.DataFrame:
     """Accuracy and balanced accuracy (mean over seeds) per model and scale: accuracy alone
     rewards always naming the commonest level."""
-    df = pd.DataFrame(rows)
+    df = results.frame(rows)
     if df.empty:
         return df
     g = df.groupby(["model", "variant"], sort=False)
@@ -111,7 +111,7 @@ def calibration_rows(runs: Mapping[str, list], classes: Sequence[str], bootstrap
 
 def calibration_table(rows: list[dict]) -> pd.DataFrame:
     """Mean temperature, ECE, NLL and accuracy per model, before and after scaling."""
-    df = pd.DataFrame(rows)
+    df = results.frame(rows)
     return df.groupby(["model", "variant"], sort=False)[["temperature", "ece", "nll", "accuracy"]] \
         .mean().round(4) if len(df) else df
 
@@ -121,7 +121,7 @@ def summary(rows: list[dict]) -> pd.DataFrame:
     'soft_vote (all)')."""
     from lib.analysis import studies
 
-    df = pd.DataFrame(rows)
+    df = results.frame(rows)
     out = studies.summary(df[df["experiment"].isin(["base", "ensemble"])],
                           by=("experiment", "variant", "model"))
     out["arm"] = [v if e == "base" else f"{m} ({v})"

@@ -131,7 +131,7 @@ def chance(train_labels, test_labels, classes, bootstrap: int, seed: int = 0) ->
 
 def summary(rows, split: str = "test", by=("experiment", "model")) -> pd.DataFrame:
     """Mean, std and n over seeds per group, with 'mean ± std' strings for the main metrics."""
-    df = pd.DataFrame(rows)
+    df = results.frame(rows)
     df = df[df["split"] == split]
     out = metrics.aggregate(df, by=list(by), metrics=("accuracy", "balanced_accuracy", "macro_f1"))
     for m in ("macro_f1", "balanced_accuracy", "accuracy"):
@@ -194,7 +194,7 @@ def official_rows(arms: dict, splits, experiment_name: str | dict, bootstrap: in
 
 def side_by_side(rows, splits=("test", "test_official"), by=("experiment", "model")) -> pd.DataFrame:
     """Accuracy and macro-F1 (mean over seeds) per group on two splits, side by side."""
-    df = pd.DataFrame(rows)
+    df = results.frame(rows)
     df = df[df["split"].isin(splits)]
     if df.empty:
         return pd.DataFrame()
@@ -228,7 +228,7 @@ def section_rows(arms: dict) -> list[dict]:
 def chosen_setting(sweep_rows: list[dict]) -> dict:
     """Per swept factor, the value with the best validation macro-F1 (one factor at a time
     around study 004's final setting; ties go to the first value listed)."""
-    df = pd.DataFrame(sweep_rows)
+    df = results.frame(sweep_rows)
     out = {}
     for exp, g in df.groupby("experiment", sort=False):
         best = g.loc[g["macro_f1"].idxmax(), "variant"]

@@ -78,6 +78,13 @@ def row(report: Mapping | None = None, per_class: bool = False, **fields) -> dic
     return out
 
 
+def frame(rows) -> pd.DataFrame:
+    """Result rows as a DataFrame that has the schema's columns even when there are none (a
+    re-render from a store holding none of a section's fits)."""
+    df = pd.DataFrame(rows)
+    return pd.DataFrame(columns=list(COLUMNS)) if df.empty and not len(df.columns) else df
+
+
 def _ordered(df: pd.DataFrame) -> pd.DataFrame:
     """Schema columns first (added as NaN when missing), extras after in first-seen order."""
     df = df.copy()
@@ -118,11 +125,12 @@ def _as_frame(rows) -> pd.DataFrame:
 
 
 def record(rows: Iterable[Mapping] | pd.DataFrame | Mapping, notebook: str, profile: str,
-           dataset: str, experiment: str | None = None) -> Path:
+           dataset: str, experiment: str | None = None) -> None:
     """Write rows to results/<profile>/<dataset>/<notebook>.csv, replacing the rows of the
     same experiment(s) and keeping the others (see module docstring).
 
-    `experiment` fills rows without one; with no rows it clears that experiment. A row whose
+    `experiment` fills rows without one; with no rows it clears that experiment (without one,
+    nothing is written: a re-render from a store that holds none of a notebook's fits). A row whose
     profile/dataset/notebook disagrees with the file it goes to is an error (put a second
     dataset, e.g. a cross-domain target, in its own column such as `eval_dataset`).
     """
@@ -130,8 +138,10 @@ def record(rows: Iterable[Mapping] | pd.DataFrame | Mapping, notebook: str, prof
     path = path_for(notebook, profile, dataset)
     if new.empty:
         if experiment is None:
-            raise ValueError("record() got no rows; pass experiment= to clear one experiment")
-        return clear(notebook, profile, dataset, experiments=[experiment]) or path
+            print(f"results: no rows to record for {notebook} ({dataset}); nothing written")
+            return None
+        clear(notebook, profile, dataset, experiments=[experiment])
+        return None
     if "experiment" not in new.columns:
         new["experiment"] = None
     missing = new["experiment"].isna() | (new["experiment"].astype(str) == "")
@@ -153,7 +163,7 @@ def record(rows: Iterable[Mapping] | pd.DataFrame | Mapping, notebook: str, prof
         old = _read(path)
         old = old[~old["experiment"].astype(str).isin(set(new["experiment"].astype(str)))]
         new = pd.concat([old, new], ignore_index=True) if len(old) else new
-    return _write_atomic(_ordered(new), path)
+    _write_atomic(_ordered(new), path)  # None back: a notebook cell ending here echoes nothing
 
 
 def clear(notebook: str, profile: str, dataset: str,

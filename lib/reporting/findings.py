@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from lib.evaluation import results
+
 TIE = 0.005  # |difference| of macro-F1 below which two arms are called a tie
 
 
@@ -73,7 +75,10 @@ def comparisons(table: pd.DataFrame, metric: str = "macro_f1", alpha: float = 0.
 
 def chosen(summary_val: pd.DataFrame, summary_test: pd.DataFrame, label: str = "model",
            metric: str = "macro_f1") -> str:
-    """The arm with the best validation mean and its test number (the test touched once)."""
+    """The arm with the best validation mean and its test number (the test touched once);
+    '' while nothing is stored."""
+    if summary_val is None or summary_val.empty:
+        return ""
     best = summary_val.sort_values(f"{metric}_mean", ascending=False).iloc[0][label]
     t = summary_test[summary_test[label] == best].iloc[0]
     return (f"Chosen on validation: **{best}**, test {metric.replace('_', '-')} "
@@ -86,7 +91,7 @@ def sweep(sweep_rows, cv_rows) -> list[str]:
     value exceeds the 3-fold CV spread of macro-F1 (else no evidence for one value)."""
     if not len(sweep_rows):
         return []
-    df = pd.DataFrame(sweep_rows)
+    df = results.frame(sweep_rows)
     cv = pd.DataFrame(cv_rows)
     sd = float(cv["macro_f1"].std()) if len(cv) > 1 else float("nan")
     out = []
@@ -201,6 +206,12 @@ def effects(table: pd.DataFrame, alpha: float = 0.05, most: int = 5) -> list[str
     return [f"{r['dataset']} {r['experiment']}: {r['best (by val)']} ahead of {r['other']} by "
             f"{r['delta_macro_f1']:+.3f} macro-F1 over {r['seeds']} seeds ({p_text(r['p_value'])})."
             for _, r in real.iterrows()]
+
+
+def not_stored(what: str, runs) -> list[str]:
+    """A sentence for an arm a notebook derives itself (04's after arm) while it has no fit."""
+    return [] if runs else [f"{what} is not in the fit store yet; running the notebook without "
+                            "--no-train (or FER_STORE_TRAIN=0) trains it."]
 
 
 def missing(what: str, table: pd.DataFrame) -> list[str]:
