@@ -3,11 +3,10 @@ and the peer, "their experiment -> our number at the same setting -> beaten?", t
 cross-dataset matrix, the FER2013 headline, timings and the `selected` rows.
 
     board = summary.leaderboard(rows); best = summary.best_per_dataset(board)
-    overview.beaten(rows)         # one line per seed-study number
+    summary.beaten(rows)          # one line per seed-study number (also in the README)
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from lib.evaluation import results
@@ -15,12 +14,6 @@ from lib.reporting import plots, summary
 
 COLS = ["dataset", "notebook", "experiment", "variant", "model", "seeds", "val_macro_f1",
         "macro_f1_mean", "macro_f1_std", "f1_lo", "f1_hi", "balanced_accuracy_mean", "accuracy_mean"]
-# a seed study's (experiment, variant) -> ours at the same setting
-SETTING = {("augmentation", "none"): ("policy", "none"), ("augmentation", "standard"): ("policy", "standard"),
-           ("targeted_augmentation", "before"): ("targeted_augmentation", "before"),
-           ("targeted_augmentation", "targeted"): ("targeted_augmentation", "after")}
-
-
 def beside(best: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     """Per dataset: our chosen model (measured), each seed study's reported numbers and the
     `fer` peer measured in 05, macro-F1 and accuracy side by side."""
@@ -33,32 +26,6 @@ def beside(best: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
                       ref.assign(kind="reported by study " + ref["study"])[keep],
                       peer.assign(kind="fer peer, measured")[keep]], ignore_index=True) \
         .sort_values(["dataset", "kind"]).reset_index(drop=True)
-
-
-def beaten(rows: pd.DataFrame) -> pd.DataFrame:
-    """Every seed-study number against ours at the same setting (dataset, experiment, model,
-    variant; test split, mean ± std over seeds): macro-F1 where they report it, else
-    accuracy. `beaten` is 'yes' when our mean minus two standard errors clears theirs, 'no'
-    when our mean plus two standard errors stays below it, else 'within our spread'."""
-    ref = results.seed_reference()
-    test = rows[rows["split"] == "test"]
-    out = []
-    for r in ref.itertuples():
-        exp, var = SETTING.get((r.experiment, r.variant), (r.experiment, r.variant))
-        ours = test[(test["dataset"] == r.dataset) & (test["experiment"] == exp) & (test["model"] == r.model)]
-        if isinstance(var, str) and exp in ("policy", "targeted_augmentation"):
-            ours = ours[ours["variant"].astype(str) == var]
-        metric = "macro_f1" if r.macro_f1 == r.macro_f1 else "accuracy"
-        theirs = getattr(r, metric)
-        per_seed = ours.groupby("seed")[metric].mean()
-        m, s, n = per_seed.mean(), per_seed.std(ddof=1), len(per_seed)
-        se = s / np.sqrt(n) if n > 1 else np.nan
-        verdict = "not run here" if not n else "one seed: no spread" if n < 2 else \
-            "yes" if m - 2 * se > theirs else "no" if m + 2 * se < theirs else "within our spread"
-        out.append({"study": r.study, "dataset": r.dataset, "experiment": r.experiment,
-                    "variant": r.variant, "model": r.model, "metric": metric, "theirs": theirs,
-                    "ours": m, "ours_std": s, "seeds": n, "beaten": verdict})
-    return pd.DataFrame(out)
 
 
 def leaderboard_figures(board: pd.DataFrame, notebook: str) -> None:

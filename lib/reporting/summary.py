@@ -96,6 +96,38 @@ def best_per_dataset(board: pd.DataFrame, exclude=CONTROLS + OTHER_TASKS) -> pd.
         .sort_values("dataset")
 
 
+# a seed study's (experiment, variant) -> ours at the same setting
+SETTING = {("augmentation", "none"): ("policy", "none"), ("augmentation", "standard"): ("policy", "standard"),
+           ("targeted_augmentation", "before"): ("targeted_augmentation", "before"),
+           ("targeted_augmentation", "targeted"): ("targeted_augmentation", "after")}
+
+
+def beaten(rows: pd.DataFrame) -> pd.DataFrame:
+    """Every seed-study number against ours at the same setting (dataset, experiment, model,
+    variant; test split, mean ± std over seeds): macro-F1 where they report it, else
+    accuracy. `beaten` is 'yes' when our mean minus two standard errors clears theirs, 'no'
+    when our mean plus two standard errors stays below it, else 'within our spread'."""
+    ref = results.seed_reference()
+    test = rows[rows["split"] == "test"]
+    out = []
+    for r in ref.itertuples():
+        exp, var = SETTING.get((r.experiment, r.variant), (r.experiment, r.variant))
+        ours = test[(test["dataset"] == r.dataset) & (test["experiment"] == exp) & (test["model"] == r.model)]
+        if isinstance(var, str) and exp in ("policy", "targeted_augmentation"):
+            ours = ours[ours["variant"].astype(str) == var]
+        metric = "macro_f1" if r.macro_f1 == r.macro_f1 else "accuracy"
+        theirs = getattr(r, metric)
+        per_seed = ours.groupby("seed")[metric].mean()
+        m, s, n = per_seed.mean(), per_seed.std(ddof=1), len(per_seed)
+        se = s / np.sqrt(n) if n > 1 else np.nan
+        verdict = "not run here" if not n else "one seed: no spread" if n < 2 else \
+            "yes" if m - 2 * se > theirs else "no" if m + 2 * se < theirs else "within our spread"
+        out.append({"study": r.study, "dataset": r.dataset, "experiment": r.experiment,
+                    "variant": r.variant, "model": r.model, "metric": metric, "theirs": theirs,
+                    "ours": m, "ours_std": s, "seeds": n, "beaten": verdict})
+    return pd.DataFrame(out)
+
+
 def fmt(mean: float, std: float, n: int) -> str:
     """'0.512 ± 0.013 (3 seeds)' or '0.512' for a single run."""
     if np.isnan(mean):
@@ -128,7 +160,23 @@ def readme_table(profile: str = "cpu") -> str:
             f"{fmt(b['balanced_accuracy_mean'], b['balanced_accuracy_std'], n)} | "
             f"{fmt(b['accuracy_mean'], b['accuracy_std'], n)} | {_peer(peer, b['dataset'])} | "
             f"{theirs} |")
-    return "\n".join(lines) + training_time(profile)
+    return "\n".join(lines) + training_time(profile) + beaten_table(rows)
+
+
+def beaten_table(rows: pd.DataFrame) -> str:
+    """The 'seed study -> ours at the same setting -> beaten?' lines as a Markdown table."""
+    table = beaten(rows)
+    table = table[table["beaten"] != "not run here"]
+    if table.empty:
+        return ""
+    lines = ["", "", "Each seed-study number against ours at the same setting (test split; `yes` when our "
+             "mean minus two standard errors over seeds clears theirs):", "",
+             "| study | dataset | experiment | model | metric | theirs | ours | beaten? |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.study} | {r.dataset} | {r.experiment}{'' if r.variant in (None, '') or r.variant != r.variant else ' ' + str(r.variant)} "
+                     f"| {r.model} | {r.metric} | {r.theirs:.3f} | {fmt(r.ours, r.ours_std, int(r.seeds))} | {r.beaten} |")
+    return "\n".join(lines)
 
 
 def training_time(profile: str) -> str:
