@@ -388,7 +388,7 @@ def _resume_file(cfg: Config) -> Path | None:
             raise ValueError("resume=True needs cfg.checkpoint (the state sits next to it)")
         p = resume_path(cfg.checkpoint)
         if not p.exists():
-            print(f"train: no training state at {p}; starting from scratch")
+            print(f"train: no saved training state ({p.name}); starting from scratch")
             return None
         return p
     p = Path(cfg.resume)
