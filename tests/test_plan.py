@@ -2,7 +2,7 @@
 import pytest
 
 from lib import config
-from lib.training import plan, store
+from lib.training import plan, runner, store
 
 CPU, SMOKE = config.get_profile("cpu"), config.get_profile("smoke")
 
@@ -31,13 +31,13 @@ def test_arms_cover_01_and_03_with_valid_recipes():
 
 
 def test_status_then_train_missing_then_nothing_left(fake_data_root):
-    st = plan.status(SMOKE, "six_emotions")
+    st = runner.status(SMOKE, "six_emotions")
     assert len(st) and not st["stored"].any() and (st["estimate_s"] > 0).all()
-    assert plan.train_missing(SMOKE, ["six_emotions"], ["01"]) == 2
-    st = plan.status(SMOKE, "six_emotions")
+    assert runner.train_missing(SMOKE, ["six_emotions"], ["01"]) == 2
+    st = runner.status(SMOKE, "six_emotions")
     assert st.query("notebook == '01_baseline'")["stored"].all()
     assert not st.query("notebook == '03_capacity'")["stored"].any()
-    assert plan.train_missing(SMOKE, ["six_emotions"], ["01"]) == 0
+    assert runner.train_missing(SMOKE, ["six_emotions"], ["01"]) == 0
 
 
 def test_a_fit_held_by_a_live_process_is_skipped(fake_data_root, tmp_path):
@@ -45,13 +45,13 @@ def test_a_fit_held_by_a_live_process_is_skipped(fake_data_root, tmp_path):
 
     lock = tmp_path / "x.lock"
     lock.write_text(str(os.getppid()))  # a live process that is not us
-    assert not plan._claim(lock)
+    assert not runner._claim(lock)
     lock.write_text("999999999")  # dead owner: taken over
-    assert plan._claim(lock) and lock.read_text() == str(os.getpid())
+    assert runner._claim(lock) and lock.read_text() == str(os.getpid())
 
 
 def test_cli_prints_the_plan(fake_data_root, capsys):
-    assert plan.main(["--profile", "smoke", "--dataset", "six_emotions"]) == 0
+    assert runner.main(["--profile", "smoke", "--dataset", "six_emotions"]) == 0
     out = capsys.readouterr().out
     assert "01.small_cnn" in out and "0 of" in out and "missing about" in out
     assert store.records("smoke").empty

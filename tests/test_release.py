@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from lib import config, demo, export, models, predict, release
-from lib.training import plan, store
+from lib.training import plan, runner, store
 from tests import fixtures
 
 # the real six_emotions photos (read-only), for the parts that need a detectable face
@@ -40,9 +40,9 @@ def built(tmp_path_factory) -> dict:
             mp.setenv(k, v)
         mp.delenv("FER_CKPT_DIR", raising=False)
         P = config.get_profile("smoke")
-        assert plan.train_missing(P, ["six_emotions"], ["01"]) == 2
+        assert runner.train_missing(P, ["six_emotions"], ["01"]) == 2
         spec = plan.arm(P, "six_emotions", "01.small_cnn").specs[0]
-        splits = plan._splits(P, "six_emotions")
+        splits = runner._splits(P, "six_emotions")
         store.fit(replace(spec, seed=1), splits, "smoke", train_missing=True)
         info = release.publish("smoke", "six_emotions")
         runs = {s: store.fit(replace(spec, seed=s), splits, "smoke", train_missing=False)

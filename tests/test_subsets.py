@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from lib import config, data
-from lib.training import plan, store, subsets
+from lib.training import plan, runner, store, subsets
 
 P = config.get_profile("smoke")
 
@@ -62,5 +62,5 @@ def test_study_arms_and_the_remedy_chosen_once_stored(fake_data_root):
     imb = {n: (a.specs[0].recipe, a.specs[0].subset) for n, a in
            ((a.name.split(".", 2)[2], a) for a in plan.arms(P, "six_emotions") if a.section == "imbalance")}
     assert plan.best_remedy(P, "six_emotions", imb) is None  # nothing stored yet
-    plan.train_missing(P, ["six_emotions"], arm_names=[f"03.imbalance.{n}" for n in imb])
+    runner.train_missing(P, ["six_emotions"], arm_names=[f"03.imbalance.{n}" for n in imb])
     assert plan.best_remedy(P, "six_emotions", imb) in set(imb) - {"plain_ce"}

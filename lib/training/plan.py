@@ -1,7 +1,7 @@
 """One compute plan: every fit the series trains, declared once, per notebook and arm.
 
     python -m lib.plan --profile cpu [--dataset D ...]            # stored / missing + estimate
-    python -m lib.plan --profile cpu --train [--dataset D] [--jobs 2]
+    python -m lib.plan --profile cpu --train [--dataset D] [--jobs 2]   (lib.training.runner)
 
 Notebooks ask for their arms here (`plan.arm(P, DATASET, "01.small_cnn")`) and get the fits
 from the store (`lib.training.store`), so an arm two notebooks share is trained once. Recipes are per
@@ -11,14 +11,7 @@ stopping on validation macro-F1 (`P.patience`), never a cut-short budget.
 """
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
-
-import pandas as pd
 
 from lib import config
 from lib.training.store import FitSpec
@@ -306,143 +299,3 @@ def arm(P: config.Profile, dataset: str, name: str) -> Arm:
 
 def arms_of(P: config.Profile, dataset: str, notebook: str) -> list[Arm]:
     return [a for a in arms(P, dataset) if a.notebook == notebook]
-
-
-# ---------------------------------------------------------------- status and training --
-def _splits(P: config.Profile, dataset: str):
-    from lib import data
-
-    return data.load_splits(dataset, max_per_class=P.max_per_class, seed=P.seeds[0])
-
-
-def status(P: config.Profile, dataset: str) -> pd.DataFrame:
-    """One row per planned fit: notebook, arm, model, seed, input, stored?, estimated seconds."""
-    from lib.training import store
-
-    splits = _splits(P, dataset)
-    measured = store.records(P.name)
-    ips = measured.groupby(["model", "img_size"])["images_per_s"].median().to_dict() \
-        if not measured.empty else {}
-    rows = []
-    for a in arms(P, dataset):
-        for spec in a.specs:
-            rec, data3, key = store.lookup(spec, splits, P.name)
-            rate = ips.get((spec.model, spec.img_size), DEFAULT_IPS.get(spec.model, 30.0))
-            est = len(data3[0]) * spec.recipe["epochs"] / rate
-            rows.append({"dataset": dataset, "notebook": a.notebook, "arm": a.name,
-                         "model": spec.model, "seed": spec.seed, "subset": spec.subset,
-                         "input": f"{spec.img_size}px x{spec.channels}", "n_train": len(data3[0]),
-                         "stored": rec.exists(), "estimate_s": 0.0 if rec.exists() else est,
-                         "key": key})
-    return pd.DataFrame(rows)
-
-
-def _claim(lock: Path) -> bool:
-    """Take a fit for this process (lock file with our pid); a dead owner's lock is taken over."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        try:
-            os.kill(int(lock.read_text() or 0), 0)
-            return False
-        except (ProcessLookupError, ValueError):
-            lock.unlink(missing_ok=True)
-            return _claim(lock)
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    return True
-
-
-def train_missing(P: config.Profile, datasets: list[str], notebooks: list[str] | None = None,
-                  arm_names: list[str] | None = None) -> int:
-    """Train every missing fit of the plan (skipping fits another process holds); returns
-    how many this process trained."""
-    from lib.training import store
-
-    done = 0
-    for dataset in datasets:
-        splits = _splits(P, dataset)
-        for a in arms(P, dataset):
-            if (notebooks and a.notebook[:2] not in notebooks) or (arm_names and a.name not in arm_names):
-                continue
-            for spec in a.specs:
-                rec, _, key = store.lookup(spec, splits, P.name)
-                lock = store.checkpoint_dir(P.name, dataset) / f"{rec.stem}.lock"
-                if rec.exists() or not _claim(lock):
-                    continue
-                try:
-                    t0 = time.perf_counter()
-                    if not rec.exists():  # another process may have finished it meanwhile
-                        store.fit(spec, splits, P.name, train_missing=True)
-                        done += 1
-                        print(f"plan: {dataset} {a.name} seed {spec.seed} done in "
-                              f"{time.perf_counter() - t0:.0f} s -> {rec.name}", flush=True)
-                finally:
-                    lock.unlink(missing_ok=True)
-    return done
-
-
-def _workers(args, jobs: int) -> int:
-    """`jobs` copies of this command, one thread each, sharing the work through lock files."""
-    import subprocess
-
-    cmd = [sys.executable, "-m", "lib.training.plan", "--train", "--jobs", "1", "--profile", args.profile,
-           "--dataset", *args.dataset] + (["--only", args.only] if args.only else []) + \
-        (["--arm", *args.arm] if args.arm else [])
-    cmd += ["--quiet"]  # the parent prints the plan once, after them
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "FER_THREADS": "1", "FER_PLAIN_PROGRESS": "1"}
-    procs = [subprocess.Popen(cmd, env=env) for _ in range(jobs)]
-    return max(p.wait() for p in procs)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lib.plan", description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", default=None)
-    ap.add_argument("--dataset", nargs="+", default=["six_emotions", "facial_expressions",
-                                                     "fer2013"])
-    ap.add_argument("--only", default=None, help="notebook numbers, e.g. 01,03")
-    ap.add_argument("--arm", nargs="+", default=None, help="only these arms, e.g. 03.conv4net")
-    ap.add_argument("--train", action="store_true", help="train the missing fits")
-    ap.add_argument("--jobs", type=int, default=1, help="worker processes (1 thread each)")
-    ap.add_argument("--quiet", action="store_true", help="train without printing the plan")
-    args = ap.parse_args(argv)
-    P = config.get_profile(args.profile)
-    args.profile = P.name
-    only = [o.strip().zfill(2) for o in args.only.split(",")] if args.only else None
-    if os.environ.get("FER_THREADS"):
-        import torch
-
-        torch.set_num_threads(int(os.environ["FER_THREADS"]))
-    if args.train:
-        if args.jobs > 1:
-            rc = _workers(args, args.jobs)
-            if rc:
-                return rc
-        else:
-            train_missing(P, args.dataset, only, args.arm)
-        if args.quiet:
-            return 0
-    frames = [status(P, d) for d in args.dataset]
-    df = pd.concat(frames, ignore_index=True)
-    if only:
-        df = df[df["notebook"].str[:2].isin(only)]
-    with pd.option_context("display.width", 200, "display.max_rows", 500):
-        print(df.drop(columns=["key"]).to_string(index=False))
-    from lib.training import store
-
-    left_out = {m: why for m, why in GPU_ONLY.items() if m not in P.backbones}
-    for m, why in left_out.items():
-        print(f"not in the {P.name} plan: {m} ({why})")
-    rec = store.records(P.name)
-    for d, g in df.groupby("dataset", sort=False):
-        g = g.drop_duplicates("key")  # an arm shared by two names is one fit
-        spent = rec.loc[rec["dataset"] == d, "train_seconds"].sum() if not rec.empty else 0.0
-        print(f"{d}: {int(g['stored'].sum())} of {len(g)} fits stored ({spent / 3600:.2f} h of "
-              f"training so far); missing about {g['estimate_s'].sum() / 3600:.1f} h of "
-              "one-thread training")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
