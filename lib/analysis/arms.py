@@ -27,7 +27,7 @@ def arm_id(name: str) -> str:
 
 def recipe(run: experiment.Run) -> dict:
     """The training recipe of a stored run (empty for a run not from the store)."""
-    return store.read(run.record)[0]["spec"]["recipe"] if run.record else {}
+    return store.meta_of(run.record)["spec"]["recipe"] if run.record else {}
 
 
 def strength(name: str, rec: dict) -> float:

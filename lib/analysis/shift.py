@@ -2,7 +2,7 @@
 models (their probabilities kept in the fit records, so a re-render needs no checkpoint),
 flip TTA, AdaBN and few-shot fine-tuning on one target, and the shift between contributors.
 
-    T, skipped = shift.targets(DATASET, spec)                       # {name: test ImageTensors}
+    T, skipped = shift.targets(DATASET, splits.classes, spec)      # {name: test ImageTensors}
     cross, same, rows = shift.cross(runs, test_ds, T, classes, bootstrap)
     ev = shift.adapted(c4_runs, "fer2013", t_train, t_test, classes, bootstrap)
 """
@@ -19,13 +19,10 @@ from lib.data import labels
 from lib.training import experiment, store, train
 
 
-def targets(dataset: str, spec, max_per_class: int | None = None, seed: int = 0
-            ) -> tuple[dict, dict[str, str]]:
+def targets(dataset: str, classes: Sequence[str], spec, max_per_class: int | None = None,
+            seed: int = 0) -> tuple[dict, dict[str, str]]:
     """({name: test split at the spec's input}, {name: why skipped}) for every other named
-    dataset under the data root that shares a class with `dataset`."""
-    from lib import data
-
-    classes = data.load_splits(dataset, max_per_class=max_per_class, seed=seed).classes
+    dataset under the data root that shares a class with `dataset` (whose classes are given)."""
     present, skipped = domain.present_datasets(exclude=dataset)
     out = {}
     for name in present:

@@ -55,7 +55,7 @@ def missing(P, dataset: str, splits, notebook: str, section: str | None = None) 
 
 def variant(run: experiment.Run) -> str:
     """'imagenet_shift', 'scratch_none', ...: the initialisation and augmentation of a fit."""
-    spec = store.read(run.record)[0]["spec"] if run.record else {}
+    spec = store.meta_of(run.record)["spec"] if run.record else {}
     init = "imagenet" if spec.get("pretrained") else "scratch"
     return f"{init}_{spec.get('recipe', {}).get('augment', '-')}"
 
@@ -170,7 +170,7 @@ def official_rows(arms: dict, splits, experiment_name: str | dict, bootstrap: in
         exp = experiment_name.get(arm_name, arm_name) if isinstance(experiment_name, dict) \
             else experiment_name
         for run in runs:
-            spec = store.read(run.record)[0]["spec"]
+            spec = store.meta_of(run.record)["spec"]
             key = (spec["img_size"], spec["channels"])
             if key not in cache:
                 cache[key] = official_test(splits, *key)

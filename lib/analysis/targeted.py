@@ -9,6 +9,7 @@ the extras the validation evidence asks for, on the target classes only).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
@@ -82,12 +83,12 @@ def probe(runs: Sequence, val_ds, index, seed: int = 0) -> tuple[pd.DataFrame, l
     tag = hashlib.sha256(idx.tobytes()).hexdigest()[:8]
     sub = _take(val_ds, idx)
     y = torch.as_tensor(sub.labels).numpy()
+    base = [r.probs["val"][idx].argmax(1) for r in runs]  # the stored, unperturbed predictions
     out = []
     for op in candidates(sub.images.shape[1]):
-        moved = _take(sub, np.arange(len(sub.labels)))
+        moved = copy.copy(sub)
         moved.images = augment.apply(augment.policy("none", extra=[op]), sub.images,
                                      torch.Generator().manual_seed(seed), labels=torch.as_tensor(sub.labels))
-        base = [r.probs["val"][idx].argmax(1) for r in runs]
         new = [store.extra_probs(r, f"probe_{op}_s{seed}_{tag}", moved).argmax(1) for r in runs]
         out.append({"perturbation": op, "n": len(y),
                     "changed": float(np.mean([np.mean(a != b) for a, b in zip(base, new)])),

@@ -192,9 +192,14 @@ def fit(spec: FitSpec, splits, profile: str, bootstrap: int = 0,
     return load(rec, data, bootstrap, model)
 
 
+def meta_of(rec: Path) -> dict:
+    """The metadata of one record (spec, history, timings) without its probabilities."""
+    return json.loads(Path(rec).read_text())
+
+
 def read(rec: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """(metadata, probabilities) of one record; no pickles."""
-    meta = json.loads(Path(rec).read_text())
+    meta = meta_of(rec)
     with np.load(Path(rec).with_suffix(".npz"), allow_pickle=False) as z:
         probs = {k: z[k] for k in z.files}
     return meta, probs
@@ -227,7 +232,7 @@ def runs(specs, splits, profile: str, bootstrap: int = 0) -> list[experiment.Run
 
 def spec_of(run: experiment.Run) -> FitSpec:
     """The FitSpec of a stored run, read back from its record."""
-    return FitSpec(**read(run.record)[0]["spec"])
+    return FitSpec(**meta_of(run.record)["spec"])
 
 
 def model_of(run: experiment.Run):
