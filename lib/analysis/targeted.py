@@ -1,11 +1,13 @@
 """04's steps over stored fits: the model chosen on validation, its confused class pairs, what
 the errors have in common, and the targeted policy's fits (study 000's targeted policy plus
-the extras the validation evidence asks for, on the target classes only).
+the extras the validation evidence on the target classes asks for, on every image; and
+the same extras on the target classes only, the shortcut study 000's reading invites).
 
     name, before = targeted.choose(P, DATASET, splits)
     pairs, TARGET = targeted.targets(before, splits.classes)
     probe, unstable = targeted.probe(before, val_ds, idx)       # predictions kept in the record
-    specs = targeted.after_specs(before, idx, extra, strength)  # fit-store specs, every seed
+    specs = targeted.after_specs(before, idx, extra)  # fit-store specs, every seed
+    shortcut = targeted.after_specs(before, idx, extra, class_only=True)
 """
 from __future__ import annotations
 
@@ -111,8 +113,8 @@ def _take(ds, idx):
 
 
 def extras(stats: pd.DataFrame, unstable: Sequence[str]) -> list[str]:
-    """The ops added for the target classes: the unstable ones, and contrast and gamma when
-    an image statistic of the target classes differs."""
+    """The ops the target classes' evidence adds: the unstable ones, and contrast and gamma
+    when an image statistic of the target classes differs."""
     return sorted(set(unstable) | ({"contrast", "gamma"} if bool(stats["different"].any()) else set()))
 
 
@@ -122,23 +124,28 @@ def rules(stats: pd.DataFrame, probe_table: pd.DataFrame, unstable: Sequence[str
         {"rule": "study 000 base", "measured": "-", "fires": True, "adds": "targeted policy (all images)"},
         {"rule": f"image statistics |d| >= {EFFECT}",
          "measured": ", ".join(f"{s} d={d:.2f}" for s, d in zip(stats["statistic"], stats["cohen_d"])),
-         "fires": bool(stats["different"].any()), "adds": "contrast, gamma (target classes)"},
+         "fires": bool(stats["different"].any()), "adds": "contrast, gamma"},
         {"rule": "prediction changes > candidates' mean",
          "measured": f"mean {probe_table['changed'].mean():.3f}" if len(probe_table) else "no target images",
-         "fires": bool(unstable), "adds": ", ".join(unstable) + " (target classes)"},
+         "fires": bool(unstable), "adds": ", ".join(unstable) or "-"},
     ])
 
 
-def after_specs(before: Sequence, target_idx: Sequence[int], extra: Sequence[str]) -> list:
+def after_specs(before: Sequence, target_idx: Sequence[int], extra: Sequence[str],
+                class_only: bool = False) -> list:
     """The 'after' fits: each before fit's spec with study 000's targeted policy (at the
-    before policy's strength when it was standard or targeted) plus `extra` ops on the
-    target classes."""
+    before policy's strength when it was standard or targeted) plus the `extra` ops the
+    target classes' evidence chose, on every training image; with `class_only` on the target
+    classes' images only (study 000's reading of "targeted"). Class-only extras are a
+    shortcut: transformed-looking images all belong to the target classes, so the untouched
+    test images of those classes are pushed towards the others."""
     out = []
     for run in before:
         spec = store.spec_of(run)
         r = dict(spec.recipe)
         strength = r.get("augment_strength", 1.0) if r.get("augment") in ("standard", "targeted") else 1.0
-        r.update(augment="targeted", augment_extra=[[op, sorted(int(i) for i in target_idx)] for op in extra] or None)
+        on = sorted(int(i) for i in target_idx) if class_only else None
+        r.update(augment="targeted", augment_extra=[[op, on] for op in extra] or None)
         r.pop("augment_strength", None)
         if strength != 1.0:
             r["augment_strength"] = float(strength)
