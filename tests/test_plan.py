@@ -30,6 +30,22 @@ def test_arms_cover_01_and_03_with_valid_recipes():
         plan.arm(CPU, "fer2013", "03.nope")
 
 
+def test_resolution_arm_only_on_the_small_photo_set():
+    six = {a.name: a for a in plan.arms(CPU, "six_emotions")}
+    hi = six[f"03.mobilenet_v2@{plan.HIRES}"]
+    assert [s.img_size for s in hi.specs] == [plan.HIRES] * len(CPU.seeds)
+    assert hi.specs[0].pretrained and hi.specs[0].recipe == six["03.mobilenet_v2"].specs[0].recipe
+    assert not [a for a in plan.arms(CPU, "fer2013") if a.name.startswith("03.mobilenet_v2@")]  # 2x the hours
+    assert not [a for a in plan.arms(SMOKE, "six_emotions") if a.name.startswith("03.mobilenet_v2@")]
+
+
+def test_estimate_scales_a_measured_rate_by_pixels():
+    ips = {("mobilenet_v2", 112): 32.0}
+    assert runner._rate(ips, "mobilenet_v2", 112) == 32.0
+    assert runner._rate(ips, "mobilenet_v2", 224) == pytest.approx(8.0)
+    assert runner._rate({}, "conv4net", 48) == plan.DEFAULT_IPS["conv4net"]
+
+
 def test_status_then_train_missing_then_nothing_left(fake_data_root):
     st = runner.status(SMOKE, "six_emotions")
     assert len(st) and not st["stored"].any() and (st["estimate_s"] > 0).all()

@@ -31,6 +31,11 @@ def test_fits_rows_and_official_rows_from_the_store(fake_data_root, monkeypatch)
     assert [r["macro_f1"] for r in again] == [r["macro_f1"] for r in off]
     table = studies.side_by_side(rows + off)
     assert {"accuracy_test", "accuracy_test_official"} <= set(table.columns)
+    run = arms["01.small_cnn"][0]  # an arm named after its input size keeps its rows apart
+    size = store.meta_of(run.record)["spec"]["img_size"]
+    assert studies.model_label(f"03.small_cnn@{size}", run) == f"small_cnn@{size}"
+    assert studies.model_label(f"03.small_cnn@{size + 1}", run) == "small_cnn"
+    assert studies.model_label("02.strength.standard@0.5", run) == "small_cnn"
 
 
 def test_missing_arms_are_listed_not_trained(fake_data_root, monkeypatch):

@@ -60,11 +60,21 @@ def variant(run: experiment.Run) -> str:
     return f"{init}_{spec.get('recipe', {}).get('augment', '-')}"
 
 
+def model_label(arm_name: str, run: experiment.Run) -> str:
+    """The model column of a run: its model, plus '@<px>' for an arm named after the input
+    size it trains at ('03.mobilenet_v2@160'), so two sizes of one model stay apart."""
+    _, at, size = arm_name.rpartition("@")
+    if not (at and size.isdigit() and run.record):
+        return run.name
+    return f"{run.name}@{size}" if store.meta_of(run.record)["spec"]["img_size"] == int(size) else run.name
+
+
 def arm_rows(arms: dict, experiment_name: str) -> list[dict]:
     """Result rows of every run of every arm (val and test), the arm's variant named."""
     rows = []
-    for runs in arms.values():
-        rows += experiment.rows(runs, experiment=experiment_name, variant=variant(runs[0]))
+    for name, runs in arms.items():
+        rows += experiment.rows(runs, experiment=experiment_name, variant=variant(runs[0]),
+                                model=model_label(name, runs[0]))
     return rows
 
 
@@ -185,7 +195,7 @@ def official_rows(arms: dict, splits, experiment_name: str | dict, bootstrap: in
             rep = metrics.evaluate(ds.labels.numpy(), p, list(splits.classes),
                                    bootstrap=bootstrap, seed=run.seed)
             rows.append(results.row(rep, experiment=exp, variant=variant(run),
-                                    model=run.name, params=run.params, seed=run.seed,
+                                    model=model_label(arm_name, run), params=run.params, seed=run.seed,
                                     split="test_official"))
     if skipped:
         print(f"official test: no record or checkpoint for {', '.join(skipped)}")

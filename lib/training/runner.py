@@ -36,7 +36,7 @@ def status(P: config.Profile, dataset: str) -> pd.DataFrame:
     for a in arms(P, dataset):
         for spec in a.specs:
             rec, data3, key = store.lookup(spec, splits, P.name)
-            rate = ips.get((spec.model, spec.img_size), DEFAULT_IPS.get(spec.model, 30.0))
+            rate = _rate(ips, spec.model, spec.img_size)
             est = len(data3[0]) * spec.recipe["epochs"] / rate
             rows.append({"dataset": dataset, "notebook": a.notebook, "arm": a.name,
                          "model": spec.model, "seed": spec.seed, "subset": spec.subset,
@@ -44,6 +44,18 @@ def status(P: config.Profile, dataset: str) -> pd.DataFrame:
                          "stored": rec.exists(), "estimate_s": 0.0 if rec.exists() else est,
                          "key": key})
     return pd.DataFrame(rows)
+
+
+def _rate(ips: dict, model: str, size: int) -> float:
+    """Training images/s of `model` at `size`: measured, else scaled from the model's measured
+    rate at the nearest size by the pixel count, else DEFAULT_IPS (measured at 48/64/112 px)."""
+    if (model, size) in ips:
+        return ips[(model, size)]
+    sizes = [s for m, s in ips if m == model]
+    if sizes:
+        near = min(sizes, key=lambda s: abs(s - size))
+        return ips[(model, near)] * (near / size) ** 2
+    return DEFAULT_IPS.get(model, 30.0)
 
 
 def _claim(lock: Path) -> bool:
