@@ -7,7 +7,7 @@ evaluation -> result rows -> findings -> summary.
                                every layer, import nothing of lib but each other
     data/        dataset adapters and manifests (__init__), readers, audit, splits, decoded
                  tensors, faces (crop/align), labels (class maps, sentiment scales), bench
-    models/      the registry (__init__), seed-study architectures, DDAMFN, pretrained
+    models/      the registry (__init__), the from-scratch CNNs (cnns), DDAMFN, pretrained
                  weights, classical baselines (HOG, kNN)
     evaluation/  metrics and paired tests, inference (probabilities), Grad-CAM, result rows
     training/    the fit loop, losses, augmentation, optimisers, runs over seeds,

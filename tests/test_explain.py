@@ -22,6 +22,7 @@ def _images(n: int, size: int, channels: int = 1, seed: int = 0) -> torch.Tensor
 @pytest.mark.parametrize("name,expected", [
     ("small_cnn", lambda m: m.features[-2]),
     ("conv4net", lambda m: [x for x in m.features if isinstance(x, nn.ReLU)][-1]),
+    ("vgg_cnn", lambda m: m.features[-2]),
     ("resnet18", lambda m: m.layer4[-1]),
     ("mobilenet_v2", lambda m: m.features[-1]),
     ("ddamfn", lambda m: m.backbone.conv_6_sep),

@@ -47,7 +47,7 @@ def test_count_params_trainable_only():
 
 # ---------------------------------------------------------------- forwards
 
-@pytest.mark.parametrize("name", ["small_cnn", "wider_cnn", "conv4net", "ddamfn"])
+@pytest.mark.parametrize("name", ["small_cnn", "wider_cnn", "conv4net", "vgg_cnn", "ddamfn"])
 @pytest.mark.parametrize("c", [1, 3])
 def test_small_models_forward_at_48_64_112(name, c):
     m = M.create(name, 5, in_chans=c)
@@ -116,7 +116,7 @@ def test_inception_returns_aux_in_training_only():
 
 def test_registry_errors_and_listing():
     names = M.available()
-    for n in ["small_cnn", "wider_cnn", "conv4net", "ddamfn", "resnet18", "mobilenet_v2",
+    for n in ["small_cnn", "wider_cnn", "conv4net", "vgg_cnn", "ddamfn", "resnet18", "mobilenet_v2",
               "inception_v3", "efficientnet_b0", "convnextv2_tiny", "vit_small"]:
         assert n in names
     with pytest.raises(ValueError, match="unknown model"):

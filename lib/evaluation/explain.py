@@ -34,14 +34,14 @@ def _last(model: nn.Module, kind: type) -> nn.Module:
 def target_layer(model: nn.Module) -> nn.Module:
     """The layer Grad-CAM reads: the output of the model's last convolutional stage.
 
-    Plain CNNs (small_cnn, wider_cnn, conv4net): the ReLU after the last conv (its in-place
+    Plain CNNs (small_cnn, wider_cnn, conv4net, vgg_cnn): the ReLU after the last conv (its in-place
     ReLU would otherwise overwrite the conv output the hooks hold); resnet: layer4's last
     block; mobilenet_v2 / efficientnet: the last features block (1x1 conv to 1280 channels);
     ddamfn: the backbone's last 1x1 conv (512 channels, before the attention heads);
     convnextv2: the last stage. Other models: the last Conv2d.
     """
     name = getattr(model, "fer_cfg", {}).get("name", "")
-    if name in ("small_cnn", "wider_cnn", "conv4net"):
+    if name in ("small_cnn", "wider_cnn", "conv4net", "vgg_cnn"):
         return _last(model.features, nn.ReLU)
     if name.startswith("resnet"):
         return model.layer4[-1]

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import weights as W
+from .cnns import Conv4Net, PlainCNN, VGGNet
 from lib.atomic import write_with
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -92,24 +93,6 @@ def _no_pretrained(name: str, pretrained: bool) -> None:
 
 # ---------------------------------------------------------------- small CNNs (from scratch)
 
-class PlainCNN(nn.Module):
-    """Conv3x3-ReLU-MaxPool blocks, global average pool, dropout, linear (study 000)."""
-
-    def __init__(self, widths: Sequence[int], num_classes: int, in_chans: int = 3,
-                 dropout: float = 0.3):
-        super().__init__()
-        layers, c = [], in_chans
-        for w in widths:
-            layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-            c = w
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(c, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
 @register("small_cnn")
 def small_cnn(num_classes, in_chans=3, pretrained=False, img_size=64, dropout=0.3):
     _no_pretrained("small_cnn", pretrained)
@@ -122,30 +105,10 @@ def wider_cnn(num_classes, in_chans=3, pretrained=False, img_size=64, dropout=0.
     return _cfg(PlainCNN((48, 96, 192, 320), num_classes, in_chans, dropout), img_size)
 
 
-class Conv4Net(nn.Module):
-    """Study 004's CNN: conv-BN-ReLU(-pool) x len(filters), adaptive grid, FC 512-256."""
-
-    def __init__(self, num_classes: int, in_chans: int = 3, filters: Sequence[int] = (
-            64, 128, 256, 512), kernel_size: int = 3, dropout: float = 0.2, grid: int = 3,
-                 fc: Sequence[int] = (512, 256)):
-        super().__init__()
-        layers, c = [], in_chans
-        for i, f in enumerate(filters):
-            layers += [nn.Conv2d(c, f, kernel_size, padding="same"), nn.BatchNorm2d(f),
-                       nn.ReLU(inplace=True)]
-            if i < len(filters) - 1:  # pool after all but the last conv
-                layers.append(nn.MaxPool2d(2))
-            layers.append(nn.Dropout(dropout))
-            c = f
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(grid), nn.Flatten())
-        head, d = [], c * grid * grid
-        for h in fc:
-            head += [nn.Linear(d, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
-            d = h
-        self.head = nn.Sequential(*head, nn.Linear(d, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+@register("vgg_cnn")
+def vgg_cnn(num_classes, in_chans=3, pretrained=False, img_size=48, dropout=0.4):
+    _no_pretrained("vgg_cnn", pretrained)
+    return _cfg(VGGNet((32, 64, 128, 256), num_classes, in_chans, dropout), img_size)
 
 
 @register("conv4net")

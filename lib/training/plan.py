@@ -19,7 +19,7 @@ from lib.training.store import FitSpec
 # grayscale datasets train at their native 48 px, one channel (fer2013 is 48 px gray; the
 # others are mostly gray faces): 1.8x less compute than 64 px RGB for the same accuracy
 NATIVE_GRAY = ("fer2013", "facial_expressions", "ckplus48")
-SMALL_CNNS = ("small_cnn", "wider_cnn", "conv4net")
+SMALL_CNNS = ("small_cnn", "wider_cnn", "conv4net", "vgg_cnn")
 BACKBONES = ("mobilenet_v2", "resnet18", "efficientnet_b0", "convnextv2_tiny", "inception_v3",
              "vit_small")
 # training sets of more than 5,000 images (fer2013 28,709; facial_expressions about 9,600)
@@ -40,7 +40,7 @@ GPU_ONLY = {
 INCEPTION_DATASETS = ("six_emotions",)  # where the cpu plan affords Inception-V3 (one seed)
 # training images per second on one thread of the 2-core dev machine (lib.bench train),
 # used until the store has measured fits of a model
-DEFAULT_IPS = {"small_cnn": 300.0, "wider_cnn": 160.0, "conv4net": 100.0,
+DEFAULT_IPS = {"small_cnn": 300.0, "wider_cnn": 160.0, "conv4net": 100.0, "vgg_cnn": 130.0,
                "mobilenet_v2": 40.0, "resnet18": 25.0, "inception_v3": 1.9,
                "ddamfn": 3.0, "convnextv2_atto": 44.0}
 
