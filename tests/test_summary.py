@@ -144,3 +144,13 @@ def test_effects_compare_like_with_like():
     eff = summary.effects(rows, board)
     assert list(eff["experiment"]) == ["policy"]  # the sentiment scales are not compared
     assert summary.best_per_dataset(board).iloc[0]["experiment"] == "policy"
+
+
+def test_a_study_model_is_matched_under_our_name():
+    # study 004 calls Conv4Net "custom_cnn": its 61.69% is set against our conv4net rows
+    rows = pd.DataFrame([dict(dataset="fer2013", notebook="03_capacity", experiment="capacity",
+                              variant="scratch_shift", model="conv4net", seed=s, split="test",
+                              macro_f1=0.6, accuracy=acc)
+                         for s, acc in ((0, 0.64), (1, 0.65), (2, 0.66))])
+    got = summary.beaten(rows).query("study == '004' and model == 'custom_cnn' and experiment == 'capacity'")
+    assert list(got["beaten"]) == ["yes"] and got["ours"].iloc[0] == pytest.approx(0.65)

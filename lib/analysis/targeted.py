@@ -1,7 +1,7 @@
 """04's steps over stored fits: the model chosen on validation, its confused class pairs, what
 the errors have in common, and the targeted policy's fits (study 000's targeted policy plus
 the extras the validation evidence on the target classes asks for, on every image; and
-the same extras on the target classes only, the shortcut study 000's reading invites).
+the same extras on the target classes only, a class-conditional variant that is a shortcut).
 
     name, before = targeted.choose(P, DATASET, splits)
     pairs, TARGET = targeted.targets(before, splits.classes)
@@ -136,7 +136,7 @@ def after_specs(before: Sequence, target_idx: Sequence[int], extra: Sequence[str
     """The 'after' fits: each before fit's spec with study 000's targeted policy (at the
     before policy's strength when it was standard or targeted) plus the `extra` ops the
     target classes' evidence chose, on every training image; with `class_only` on the target
-    classes' images only (study 000's reading of "targeted"). Class-only extras are a
+    classes' images only (study 000 added its transforms for every image). Class-only extras are a
     shortcut: transformed-looking images all belong to the target classes, so the untouched
     test images of those classes are pushed towards the others."""
     out = []

@@ -16,6 +16,7 @@ import pandas as pd
 
 from lib import config
 from lib.evaluation import results
+from lib.reporting.findings import STUDY_MODEL
 from lib.atomic import write_text
 
 METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
@@ -113,7 +114,8 @@ def beaten(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for r in ref.itertuples():
         exp, var = SETTING.get((r.experiment, r.variant), (r.experiment, r.variant))
-        ours = test[(test["dataset"] == r.dataset) & (test["experiment"] == exp) & (test["model"] == r.model)]
+        model = STUDY_MODEL.get(r.model, r.model)
+        ours = test[(test["dataset"] == r.dataset) & (test["experiment"] == exp) & (test["model"] == model)]
         if isinstance(var, str) and exp in ("policy", "targeted_augmentation"):
             ours = ours[ours["variant"].astype(str) == var]
         metric = "macro_f1" if r.macro_f1 == r.macro_f1 else "accuracy"
