@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import weights as W
-from .cnns import Conv4Net, PlainCNN, VGGNet
+from .cnns import Conv4Net, PlainCNN
 from lib.atomic import write_with
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -108,7 +108,8 @@ def wider_cnn(num_classes, in_chans=3, pretrained=False, img_size=64, dropout=0.
 @register("vgg_cnn")
 def vgg_cnn(num_classes, in_chans=3, pretrained=False, img_size=48, dropout=0.4):
     _no_pretrained("vgg_cnn", pretrained)
-    return _cfg(VGGNet((32, 64, 128, 256), num_classes, in_chans, dropout), img_size)
+    return _cfg(PlainCNN((32, 64, 128, 256), num_classes, in_chans, dropout, convs=2, bn=True),
+                img_size)
 
 
 @register("conv4net")

@@ -1,5 +1,6 @@
 """The from-scratch CNNs of the series as plain nn.Modules (registered in lib.models):
-study 000's PlainCNN (SmallCNN, WiderCNN), study 004's Conv4Net and a VGG-style net."""
+study 000's PlainCNN (SmallCNN, WiderCNN; with BN and two convs a stage, the VGG-style
+net) and study 004's Conv4Net."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,35 +10,19 @@ from torch import nn
 
 
 class PlainCNN(nn.Module):
-    """Conv3x3-ReLU-MaxPool blocks, global average pool, dropout, linear (study 000)."""
+    """Stages of `convs` conv3x3(-BN)-ReLU then max-pool; global average pool, dropout, linear.
+    convs=1 without BN is study 000's SmallCNN/WiderCNN; convs=2 with BN the VGG-style net
+    (the usual strong from-scratch design for 48 px FER, at about Conv4Net's compute)."""
 
     def __init__(self, widths: Sequence[int], num_classes: int, in_chans: int = 3,
-                 dropout: float = 0.3):
-        super().__init__()
-        layers, c = [], in_chans
-        for w in widths:
-            layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-            c = w
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(c, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-class VGGNet(nn.Module):
-    """VGG-style: per stage two conv3x3-BN-ReLU then max-pool; global average pool, dropout,
-    linear. The usual strong from-scratch design for 48 px FER at about Conv4Net's compute."""
-
-    def __init__(self, widths: Sequence[int], num_classes: int, in_chans: int = 3,
-                 dropout: float = 0.4, convs: int = 2):
+                 dropout: float = 0.3, convs: int = 1, bn: bool = False):
         super().__init__()
         layers, c = [], in_chans
         for w in widths:
             for _ in range(convs):
-                layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
-                           nn.ReLU(inplace=True)]
+                # a conv followed by BN needs no bias of its own
+                layers += [nn.Conv2d(c, w, 3, padding=1, bias=not bn),
+                           *([nn.BatchNorm2d(w)] if bn else []), nn.ReLU(inplace=True)]
                 c = w
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
