@@ -82,3 +82,16 @@ def test_a_pretrained_report_is_not_set_against_a_scratch_model():
                          "macro_f1": float("nan")}])
     (line,) = findings.reported(ours, ref, ["capacity"])
     assert "not the same setting" in line and "higher" not in line
+
+
+def test_tta_sentence_pairs_seeds_and_says_what_validation_prefers():
+    rows = []
+    for seed, (plain, flip) in enumerate(((0.50, 0.53), (0.52, 0.56), (0.51, 0.545))):
+        for split, shift in (("val", 0.1), ("test", 0.0)):
+            rows.append(dict(model="m", variant="scratch_shift", seed=seed, split=split, macro_f1=plain + shift))
+            rows.append(dict(model="m", variant="scratch_shift+flip_tta", seed=seed, split=split, macro_f1=flip + shift))
+    (line,) = findings.tta(rows)
+    assert line.startswith("Flip TTA on m: test macro-F1 0.545 vs 0.510 without (+0.035 over 3 seeds, p = ")
+    assert "better with TTA; validation prefers it with TTA." in line
+    # no TTA rows: nothing to say
+    assert findings.tta([r for r in rows if "+flip" not in r["variant"]]) == []

@@ -171,10 +171,36 @@ def official_test(splits, size: int, channels: int):
     return data.ImageTensors(rows, size=size, channels=channels, classes=splits.classes)
 
 
-def official_rows(arms: dict, splits, experiment_name: str | dict, bootstrap: int) -> list[dict]:
+TTA = "+flip_tta"  # the variant suffix of a fit scored with flip test-time augmentation
+
+
+def tta_rows(arms: dict, splits, experiment_name: str, bootstrap: int) -> list[dict]:
+    """Rows of every run scored with flip test-time augmentation (the mean of an image's and
+    its mirror's probabilities, kept in each record), as variant '<variant>+flip_tta' on val
+    and test: an inference choice that, like any arm, is chosen on validation or not."""
+    rows = []
+    for arm_name, runs in arms.items():
+        for run in runs:
+            h = run.history.attrs
+            for split in ("val", "test"):
+                rep = metrics.evaluate(run.labels[split], run.probs[f"{split}_tta"],
+                                       list(splits.classes), bootstrap=bootstrap, seed=run.seed)
+                rows.append(results.row(rep, per_class=True, experiment=experiment_name,
+                                        variant=variant(run) + TTA, model=model_label(arm_name, run),
+                                        params=run.params, seed=run.seed, split=split,
+                                        train_seconds=h.get("train_seconds"), epochs=h.get("best_epoch")))
+    return rows
+
+
+def official_rows(arms: dict, splits, experiment_name: str | dict, bootstrap: int,
+                  tta: bool = False) -> list[dict]:
     """Rows on the official test split (split 'test_official') for every run whose record
-    holds, or whose checkpoint can give, its probabilities there; runs that can do neither
-    are named and skipped."""
+    holds, or whose checkpoint can give, its probabilities there (with flip TTA: variant
+    '<variant>+flip_tta'); runs that can do neither are named and skipped."""
+    from lib.training import train
+
+    name = "test_official_tta" if tta else "test_official"
+    predict = (lambda m, d: train.predict_proba(m, d, tta=True)) if tta else None
     rows, cache, skipped = [], {}, []
     for arm_name, runs in arms.items():
         exp = experiment_name.get(arm_name, arm_name) if isinstance(experiment_name, dict) \
@@ -188,17 +214,17 @@ def official_rows(arms: dict, splits, experiment_name: str | dict, bootstrap: in
             if ds is None:
                 return []
             try:
-                p = store.extra_probs(run, "test_official", ds)
+                p = store.extra_probs(run, name, ds, predict)
             except FileNotFoundError:
                 skipped.append(f"{run.name} seed {run.seed}")
                 continue
             rep = metrics.evaluate(ds.labels.numpy(), p, list(splits.classes),
                                    bootstrap=bootstrap, seed=run.seed)
-            rows.append(results.row(rep, experiment=exp, variant=variant(run),
+            rows.append(results.row(rep, experiment=exp, variant=variant(run) + (TTA if tta else ""),
                                     model=model_label(arm_name, run), params=run.params, seed=run.seed,
                                     split="test_official"))
     if skipped:
-        print(f"official test: no record or checkpoint for {', '.join(skipped)}")
+        print(f"official test{' (flip TTA)' if tta else ''}: no record or checkpoint for {', '.join(skipped)}")
     return rows
 
 

@@ -207,6 +207,40 @@ def chance(share: pd.DataFrame) -> list[str]:
     return out
 
 
+def tta(rows, suffix: str = "+flip_tta", alpha: float = 0.05) -> list[str]:
+    """Per model with TTA rows: its test macro-F1 with and without test-time augmentation
+    over the seeds both have, the paired t-test, and which of the two validation prefers."""
+    from lib.evaluation import metrics
+
+    df = results.frame(rows)
+    if df.empty or not df["variant"].astype(str).str.endswith(suffix).any():
+        return []
+    df = df.assign(variant=df["variant"].astype(str))
+    out = []
+    for model, g in df.groupby("model", sort=False):
+        with_ = g[g["variant"].str.endswith(suffix)]
+        for var in with_["variant"].unique():
+            plain = var[: -len(suffix)]
+            a = {s: g[(g["variant"] == var) & (g["split"] == s)].groupby("seed")["macro_f1"].mean()
+                 for s in ("val", "test")}
+            b = {s: g[(g["variant"] == plain) & (g["split"] == s)].groupby("seed")["macro_f1"].mean()
+                 for s in ("val", "test")}
+            seeds = a["test"].index.intersection(b["test"].index)
+            if not len(seeds):
+                continue
+            ta, tb = a["test"][seeds], b["test"][seeds]
+            p = metrics.paired_test(ta.values, tb.values)["p_value"] if len(seeds) >= 2 else float("nan")
+            d = float(ta.mean() - tb.mean())
+            word = ("a tie" if abs(d) < TIE else
+                    f"{'better' if d > 0 else 'worse'} with TTA" if p == p and p < alpha else
+                    "no evidence of a difference")
+            pick = "with" if a["val"].mean() > b["val"].mean() else "without"
+            out.append(f"Flip TTA on {model}: test macro-F1 {ta.mean():.3f} vs {tb.mean():.3f} "
+                       f"without ({d:+.3f} over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
+                       f"{p_text(p)}): {word}; validation prefers it {pick} TTA.")
+    return out
+
+
 def effects(table: pd.DataFrame, alpha: float = 0.05, most: int = 5) -> list[str]:
     """The largest within-experiment differences that the paired test over seeds supports."""
     if table is None or table.empty:
