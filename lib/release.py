@@ -56,9 +56,7 @@ def _arm_key(spec: dict) -> str:
 def _arm_names(profile: str, dataset: str) -> dict[str, str]:
     """Arm key -> plan arm name ('03.conv4net'); empty when the profile is unknown. A fit two
     arms share (01's baseline is 02's no-augmentation arm) keeps the first arm's name."""
-    from dataclasses import asdict
-
-    from lib.training import plan
+    from lib.training import plan, store
 
     try:
         P = config.get_profile(profile)
@@ -67,7 +65,7 @@ def _arm_names(profile: str, dataset: str) -> dict[str, str]:
     names: dict[str, str] = {}
     for a in plan.arms(P, dataset):
         for s in a.specs:
-            names.setdefault(_arm_key(asdict(s)), a.name)
+            names.setdefault(_arm_key(store.spec_dict(s)), a.name)
     return names
 
 

@@ -283,3 +283,26 @@ def test_checkpoint_round_trip(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "f.pt")
     with pytest.raises(ValueError, match="not a lib.models checkpoint"):
         M.load_checkpoint(tmp_path / "f.pt")
+
+
+def test_transfer_copies_matching_tensors_and_the_shared_head_rows():
+    import torch
+
+    from lib import models
+    from lib.models import weights
+
+    src = models.create("small_cnn", 3, in_chans=1, img_size=48)
+    dst = models.create("small_cnn", 4, in_chans=1, img_size=48)
+    head = [n for n, m in dst.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    fresh = dst.state_dict()[f"{head}.weight"].clone()
+    out = weights.transfer(dst, src.state_dict(), ["anger", "happiness", "sadness"],
+                           ["contempt", "happiness", "anger", "fear"])
+    assert out["shared_classes"] == 2 and out["copied"] > 0
+    w_src, w_dst = src.state_dict()[f"{head}.weight"], dst.state_dict()[f"{head}.weight"]
+    assert torch.equal(w_dst[1], w_src[1]) and torch.equal(w_dst[2], w_src[0])
+    assert torch.equal(w_dst[0], fresh[0]) and torch.equal(w_dst[3], fresh[3])  # not in the source
+    conv = next(n for n, t in src.state_dict().items() if t.ndim == 4)
+    assert torch.equal(dst.state_dict()[conv], src.state_dict()[conv])
+    with pytest.raises(ValueError, match="same architecture"):
+        weights.transfer(models.create("conv4net", 4, in_chans=1, img_size=48), src.state_dict(),
+                         ["anger"], ["anger"])

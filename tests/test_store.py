@@ -107,3 +107,40 @@ def test_spec_config_adds_runtime_fields():
     cfg = spec(seed=3).config(progress=False)
     assert isinstance(cfg, train.Config) and cfg.seed == 3 and cfg.progress is False
     assert replace(spec(), seed=3) == spec(seed=3)
+
+
+def test_an_empty_init_keeps_the_key_and_a_set_one_changes_it(six):
+    h = store.data_hash(store.prepare(spec(), six))
+    assert "init" not in store.spec_dict(spec())  # keys of fits stored before the field stay
+    src = {"dataset": "fer2013", "spec": store.spec_dict(spec(channels=1))}
+    assert store.key(spec(init=src), h) != store.key(spec(), h)
+    assert store.spec_dict(spec(init=src))["init"] == src
+    with pytest.raises(ValueError):
+        spec(init={"dataset": "fer2013"})
+
+
+def test_a_fit_starts_from_another_datasets_stored_fit(fake_data_root, monkeypatch, tmp_path):
+    """fer2013 -> facial_expressions: the target's first epoch starts from the source's
+    weights (shared head rows copied), the record names its source, and a target whose
+    source is not stored is refused as missing."""
+    import torch
+
+    monkeypatch.setenv("FER_STORE_DIR", str(tmp_path / "store"))
+    fer = data.load_splits("fer2013", max_per_class=P.max_per_class, seed=0)
+    fe = data.load_splits("facial_expressions", max_per_class=P.max_per_class, seed=0)
+    src = spec(recipe=plan.recipe(P, "fer2013", "small_cnn"), channels=1)
+    target = spec(recipe={**plan.recipe(P, "facial_expressions", "small_cnn"), "epochs": 1, "lr": 1e-9},
+                  channels=1, init={"dataset": "fer2013", "spec": store.spec_dict(src)})
+    with pytest.raises(store.MissingFit, match="not in the store yet"):
+        store.fit(target, fe, "smoke")
+    source = store.fit(src, fer, "smoke")
+    run = store.fit(target, fe, "smoke")
+    meta = store.meta_of(run.record)
+    assert meta["init_from"]["dataset"] == "fer2013" and meta["init_from"]["copied_tensors"] > 0
+    shared = [c for c in fe.classes if c in fer.classes]
+    assert meta["init_from"]["shared_classes"] == len(shared) > 0
+    # lr ~0 for one epoch: the convolutions are still the source's
+    a = dict(source.model.named_parameters())
+    b = dict(run.model.named_parameters())
+    conv = next(n for n in a if n.endswith("weight") and a[n].ndim == 4)
+    assert torch.allclose(a[conv], b[conv], atol=1e-5)

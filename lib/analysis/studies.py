@@ -56,14 +56,18 @@ def missing(P, dataset: str, splits, notebook: str, section: str | None = None) 
 def variant(run: experiment.Run) -> str:
     """'imagenet_shift', 'scratch_none', ...: the initialisation and augmentation of a fit."""
     spec = store.meta_of(run.record)["spec"] if run.record else {}
-    init = "imagenet" if spec.get("pretrained") else "scratch"
+    init = spec["init"]["dataset"] if spec.get("init") else \
+        "imagenet" if spec.get("pretrained") else "scratch"
     return f"{init}_{spec.get('recipe', {}).get('augment', '-')}"
 
 
 def model_label(arm_name: str, run: experiment.Run) -> str:
     """The model column of a run: its model, plus '@<px>' for an arm named after the input
-    size it trains at ('03.mobilenet_v2@160'), so two sizes of one model stay apart."""
+    size it trains at ('03.mobilenet_v2@160') and '+<dataset>' for a fit started from another
+    dataset's fit ('vgg_cnn+fer2013'), so two sizes or starts of one model stay apart."""
     _, at, size = arm_name.rpartition("@")
+    if run.record and store.meta_of(run.record)["spec"].get("init"):
+        return f"{run.name}+{store.meta_of(run.record)['spec']['init']['dataset']}"
     if not (at and size.isdigit() and run.record):
         return run.name
     return f"{run.name}@{size}" if store.meta_of(run.record)["spec"]["img_size"] == int(size) else run.name

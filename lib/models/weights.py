@@ -135,3 +135,33 @@ def timm_repo(model_name: str) -> str:
 
     cfg = timm.models.get_pretrained_cfg(model_name)
     return (getattr(cfg, "hf_hub_id", None) if cfg is not None else None) or model_name
+
+
+def transfer(model: torch.nn.Module, state: dict, source_classes, target_classes) -> dict:
+    """In place: start `model` from another fit's state dict (the same architecture trained on
+    another dataset). Every tensor but the final Linear's (the head) is copied; the head gets
+    the source's rows for the classes both share, so a class keeps what it learned there,
+    and a class the source lacks keeps its fresh initialisation. A state dict of another
+    architecture is an error. Returns counts: copied tensors, shared head classes."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear head")
+    head = linears[-1] + "."
+    own = model.state_dict()
+    body = {k for k in own if not k.startswith(head)}
+    odd = sorted(body ^ {k for k in state if not k.startswith(head)}) + \
+        sorted(k for k in body & set(state) if own[k].shape != state[k].shape)
+    if odd:
+        raise ValueError(f"the source state dict is not the same architecture as "
+                         f"{type(model).__name__} ({len(odd)} tensors differ, e.g. {odd[:3]})")
+    shared = [c for c in target_classes if c in list(source_classes)]
+    with torch.no_grad():
+        for k in body:
+            own[k].copy_(state[k])
+        for part in ("weight", "bias"):
+            if head + part in state and head + part in own:
+                for c in shared:
+                    own[head + part][list(target_classes).index(c)] = \
+                        state[head + part][list(source_classes).index(c)]
+    model.load_state_dict(own)
+    return {"copied": len(body), "shared_classes": len(shared)}

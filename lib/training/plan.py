@@ -285,7 +285,7 @@ def arms(P: config.Profile, dataset: str) -> list[Arm]:
         note = "every seed" if many else "one seed: a scratch backbone costs 3-10x a small CNN on a CPU"
         out.append(Arm("03_capacity", f"03.{m}", _specs(P, dataset, m, seeds if many else one),
                        note))
-    out += resolution_arms(P, dataset)
+    out += resolution_arms(P, dataset) + transfer_arms(P, dataset)
     return (out + study_arms(P, dataset) + augmentation_arms(P, dataset) + ensemble_arms(P, dataset)
             + shift_arms(P, dataset))
 
@@ -305,6 +305,30 @@ def resolution_arms(P: config.Profile, dataset: str) -> list[Arm]:
     specs = tuple(replace(s, img_size=HIRES) for s in _specs(P, dataset, HIRES_MODEL, tuple(P.seeds)))
     return [Arm("03_capacity", f"03.{HIRES_MODEL}@{HIRES}", specs,
                 f"every seed, {HIRES} px against the profile's {P.backbone_size} px")]
+
+
+# the other 48 px grayscale face sets also start a small CNN from its FER2013 fit (28,709
+# faces of the same 7 expressions): the in-domain counterpart of ImageNet initialisation
+TRANSFER_SOURCE = "fer2013"
+TRANSFER_DATASETS = ("facial_expressions", "ckplus48")
+TRANSFER_MODEL = "vgg_cnn"
+TRANSFER_LR = 5e-4  # fine-tuning, as for ImageNet weights: the full lr undoes what it brings
+
+
+def transfer_arms(P: config.Profile, dataset: str) -> list[Arm]:
+    """03's FER2013-initialised arm: TRANSFER_MODEL from its stored FER2013 fit (seed 0; the
+    head keeps the rows of the classes both share), fine-tuned with the common recipe, every
+    seed (the seeds vary the fine-tuning)."""
+    if dataset not in TRANSFER_DATASETS:
+        return []
+    from lib.training import store
+
+    src = _specs(P, TRANSFER_SOURCE, TRANSFER_MODEL, tuple(P.seeds[:1]))[0]
+    init = {"dataset": TRANSFER_SOURCE, "spec": store.spec_dict(src)}
+    specs = tuple(replace(s, init=init) for s in
+                  _specs(P, dataset, TRANSFER_MODEL, tuple(P.seeds), changes={"lr": TRANSFER_LR}))
+    return [Arm("03_capacity", f"03.{TRANSFER_MODEL}_from_{TRANSFER_SOURCE}", specs,
+                f"every seed, each starting from {TRANSFER_SOURCE}'s seed-{src.seed} fit")]
 
 
 def arm(P: config.Profile, dataset: str, name: str) -> Arm:

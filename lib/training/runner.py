@@ -99,6 +99,8 @@ def train_missing(P: config.Profile, datasets: list[str], notebooks: list[str] |
                         done += 1
                         print(f"plan: {dataset} {a.name} seed {spec.seed} done in "
                               f"{time.perf_counter() - t0:.0f} s -> {rec.name}", flush=True)
+                except store.MissingFit as e:  # it starts from a fit not trained yet
+                    print(f"plan: {dataset} {a.name} seed {spec.seed} skipped: {e}", flush=True)
                 finally:
                     lock.unlink(missing_ok=True)
     return done

@@ -42,7 +42,9 @@ class MissingFit(LookupError):
 class FitSpec:
     """What identifies one fit besides the data: model, recipe (train.Config fields), seed,
     input, and a named training subset (lib.training.subsets: 'all', 'label_shuffle',
-    'stratified:N', 'undersample', 'oversample', 'cv3:K', joined with '+')."""
+    'stratified:N', 'undersample', 'oversample', 'cv3:K', joined with '+'). `init`
+    {'dataset': D, 'spec': a FitSpec's fields} starts the model from that stored fit on
+    dataset D (lib.models.weights.transfer) instead of random or ImageNet weights."""
 
     model: str
     recipe: dict
@@ -52,16 +54,28 @@ class FitSpec:
     pretrained: bool = False
     model_kw: dict = field(default_factory=dict)
     subset: str = "all"
+    init: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         subsets.parse(self.subset)  # a bad subset name fails here
         if subsets.holds_out(self.subset) and self.recipe.get("patience"):
             raise ValueError("a CV fit cannot early-stop on its held-out fold: patience=None")
         train.Config(**self.recipe)  # unknown or bad recipe fields fail here, not mid-plan
+        if self.init and (set(self.init) != {"dataset", "spec"} or self.pretrained):
+            raise ValueError("init needs {'dataset', 'spec'} and pretrained=False")
 
     def config(self, **runtime) -> train.Config:
         """The train.Config of this fit (runtime fields such as checkpoint added)."""
         return train.Config(**{**self.recipe, "seed": self.seed, **runtime})
+
+
+def spec_dict(spec: FitSpec) -> dict:
+    """The fields that identify a fit; an empty `init` is left out, so a fit's key is the
+    same as before the field existed."""
+    d = asdict(spec)
+    if not d["init"]:
+        d.pop("init")
+    return d
 
 
 def root() -> Path:
@@ -86,7 +100,7 @@ def data_hash(datasets) -> str:
 
 def key(spec: FitSpec, dhash: str) -> str:
     """The content key of a fit on data with hash `dhash`."""
-    blob = json.dumps({"spec": asdict(spec), "data": dhash, "version": RECIPE_VERSION},
+    blob = json.dumps({"spec": spec_dict(spec), "data": dhash, "version": RECIPE_VERSION},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -147,13 +161,37 @@ def _write_record(rec: Path, npz: Path, meta: dict, probs: dict[str, np.ndarray]
     write_bytes(rec, json.dumps(meta, indent=1, default=float).encode())
 
 
-def _train(spec: FitSpec, data: tuple, ckpt: Path) -> tuple[dict, dict, torch.nn.Module]:
+def source_of(spec: FitSpec, profile: str) -> tuple[dict, Path]:
+    """(record metadata, checkpoint path) of the stored fit that `spec.init` starts from;
+    MissingFit while it is not stored, FileNotFoundError without its checkpoint."""
+    src = FitSpec(**spec.init["spec"])
+    meta = find(profile, spec.init["dataset"], src)
+    if meta is None:
+        raise MissingFit(f"{spec.model} starts from {spec.init['dataset']}'s {src.model} seed "
+                         f"{src.seed}, which is not in the store yet: train it first")
+    ckpt = checkpoint_dir(profile, spec.init["dataset"]) / f"{src.model}-{meta['key']}.pt"
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{ckpt}: the checkpoint of the fit to start from is not here "
+                                "(checkpoints are not committed); copy it or retrain that fit")
+    return meta, ckpt
+
+
+def _train(spec: FitSpec, data: tuple, ckpt: Path, profile: str) -> tuple[dict, dict, torch.nn.Module]:
     """Train `spec` (resuming from ckpt's state), predict val/test with and without flip-TTA."""
     train_ds, val_ds, test_ds = data
     config.seed_everything(spec.seed)
     kw = {"img_size": spec.img_size, **spec.model_kw}
     model = models.create(spec.model, len(train_ds.classes), in_chans=spec.channels,
                           pretrained=spec.pretrained, **kw)
+    source = {}
+    if spec.init:
+        from lib.models import weights
+
+        src_meta, src_ckpt = source_of(spec, profile)
+        state = torch.load(src_ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        moved = weights.transfer(model, state, src_meta["classes"], list(train_ds.classes))
+        source = {"dataset": spec.init["dataset"], "key": src_meta["key"],
+                  "copied_tensors": moved["copied"], "shared_classes": moved["shared_classes"]}
     cfg = spec.config(checkpoint=ckpt, resume=True, desc=f"{spec.model} s{spec.seed}")
     t0 = time.perf_counter()
     # a held-out CV fold is scored, never used to stop or to choose the checkpoint
@@ -168,6 +206,8 @@ def _train(spec: FitSpec, data: tuple, ckpt: Path) -> tuple[dict, dict, torch.nn
             "n": {s: len(d) for s, d in zip(("train", "val", "test"), data)},
             "seconds": {"fit_wall": t1 - t0, "predict": time.perf_counter() - t1,
                         "threads": torch.get_num_threads()}}
+    if source:
+        meta["init_from"] = source
     train.resume_path(ckpt).unlink(missing_ok=True)  # the best checkpoint stays beside it
     return meta, probs, model
 
@@ -184,8 +224,8 @@ def fit(spec: FitSpec, splits, profile: str, bootstrap: int = 0,
         if not (training_allowed() if train_missing is None else train_missing):
             raise MissingFit(f"{splits.dataset}: {spec.model} seed {spec.seed} ({rec.name}) "
                              "is not in the store; `python -m lib.plan --train` trains it")
-        meta, probs, model = _train(spec, data, ckpt)
-        meta.update(spec=asdict(spec), key=k, dataset=splits.dataset, profile=profile,
+        meta, probs, model = _train(spec, data, ckpt, profile)
+        meta.update(spec=spec_dict(spec), key=k, dataset=splits.dataset, profile=profile,
                     commit=_commit(), recipe_version=RECIPE_VERSION,
                     trained_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"))
         _write_record(rec, npz, meta, probs)
@@ -267,7 +307,7 @@ def extra_probs(run: experiment.Run, name: str, ds, predict=None) -> np.ndarray:
 def find(profile: str, dataset: str, spec: FitSpec) -> dict | None:
     """The metadata of a stored fit of `spec` on a dataset, found by its spec alone (no data
     needed: the plan uses it to pick an arm from earlier fits' validation scores)."""
-    want = json.loads(json.dumps(asdict(spec), default=str))
+    want = json.loads(json.dumps(spec_dict(spec), default=str))
     for rec in sorted((root() / profile / dataset).glob(f"{spec.model}-*.json")):
         meta = json.loads(rec.read_text())
         if meta["spec"] == want and meta.get("recipe_version") == RECIPE_VERSION:
