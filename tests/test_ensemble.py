@@ -191,3 +191,19 @@ def test_temperature_cools_an_overconfident_model():
     assert t > 1.5
     assert calibration.ece(y[200:], after) < calibration.ece(y[200:], p[200:])
     np.testing.assert_array_equal(after.argmax(1), p[200:].argmax(1))
+
+
+def test_member_sets_add_the_arms_best_on_validation():
+    from types import SimpleNamespace
+
+    from lib.analysis import ensemble_study
+
+    def runs(val):
+        return [SimpleNamespace(reports={"val": {"macro_f1": v}, "test": {"macro_f1": 1 - v}}) for v in val]
+
+    base = {"a": runs([0.5, 0.6]), "b": runs([0.7]), "c": runs([0.2, 0.3]), "d": runs([0.65])}
+    sets = ensemble_study.member_sets(base, {"pair": ["a", "c"], "absent": ["a", "z"]})
+    assert sets["all"] == ["a", "b", "c", "d"]
+    assert sets["top2_by_val"] == ["b", "d"] and sets["top3_by_val"] == ["b", "d", "a"]
+    assert sets["pair"] == ["a", "c"] and "absent" not in sets
+    assert "top3_by_val" not in ensemble_study.member_sets({k: base[k] for k in "abc"}, {})

@@ -17,9 +17,18 @@ from lib.evaluation import metrics, results
 from lib.training import experiment
 
 
+TOP_K = (2, 3)  # member sets of the k base arms best on validation
+
+
 def member_sets(base: Mapping[str, list], pairs: Mapping[str, Sequence[str]]) -> dict:
-    """{'all': every stored base arm, **named subsets whose arms are all stored}."""
+    """{'all': every stored base arm, 'top<k>_by_val': the k arms with the best mean
+    validation macro-F1 (weak members can drag a plain average down; the choice never looks
+    at test), **named subsets whose arms are all stored}."""
     out = {"all": list(base)} if len(base) >= 2 else {}
+    val = {a: float(np.mean([r.reports["val"]["macro_f1"] for r in runs]))
+           for a, runs in base.items() if runs}
+    ranked = sorted(val, key=val.get, reverse=True)
+    out.update({f"top{k}_by_val": ranked[:k] for k in TOP_K if len(ranked) > k})
     out.update({k: list(v) for k, v in pairs.items() if len(v) >= 2 and all(base.get(a) for a in v)})
     return out
 
