@@ -65,12 +65,13 @@ def model_label(arm_name: str, run: experiment.Run) -> str:
     """The model column of a run: its model, plus '@<px>' for an arm named after the input
     size it trains at ('03.mobilenet_v2@160') and '+<dataset>' for a fit started from another
     dataset's fit ('vgg_cnn+fer2013'), so two sizes or starts of one model stay apart."""
-    _, at, size = arm_name.rpartition("@")
-    if run.record and store.meta_of(run.record)["spec"].get("init"):
-        return f"{run.name}+{store.meta_of(run.record)['spec']['init']['dataset']}"
-    if not (at and size.isdigit() and run.record):
+    if not run.record:
         return run.name
-    return f"{run.name}@{size}" if store.meta_of(run.record)["spec"]["img_size"] == int(size) else run.name
+    spec = store.meta_of(run.record)["spec"]  # one read of the record
+    if spec.get("init"):
+        return f"{run.name}+{spec['init']['dataset']}"
+    _, at, size = arm_name.rpartition("@")
+    return f"{run.name}@{size}" if at and size.isdigit() and spec["img_size"] == int(size) else run.name
 
 
 def arm_rows(arms: dict, experiment_name: str) -> list[dict]:
