@@ -89,7 +89,7 @@ def run_notebook(nb: Path, profile: config.Profile, dataset: str, html: bool = F
     params = parameters_for(nb, profile, dataset)
     csv = results.path_for(nb.stem, profile.name, dataset)
     before = csv.read_bytes() if csv.exists() else None
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     try:
         pm.execute_notebook(
             str(nb), str(out), parameters=params, kernel_name="python3", log_output=True,
@@ -100,9 +100,22 @@ def run_notebook(nb: Path, profile: config.Profile, dataset: str, html: bool = F
         raise
     seconds = time.perf_counter() - t0
     results.timing(nb.stem, profile.name, dataset, seconds)
+    for stale in _prune_figures(nb.stem, profile.name, dataset, started):
+        print(f"figures: removed {rel(stale)}, which this run no longer draws", flush=True)
     if html:
         export_html(out)
     return seconds
+
+
+def _prune_figures(notebook: str, profile: str, dataset: str, since: float) -> list[Path]:
+    """Delete the figures of a notebook and dataset that a complete run did not write (an
+    earlier run's, e.g. of a model no longer chosen), so the committed figures are this
+    run's; returns them. A failed run prunes nothing."""
+    folder = config.paths().figures / profile / notebook / dataset
+    stale = [f for f in sorted(folder.glob("*.png")) if f.stat().st_mtime < since]
+    for f in stale:
+        f.unlink()
+    return stale
 
 
 def _drop_failed_rows(csv: Path, before: bytes | None) -> str:

@@ -207,3 +207,54 @@ def test_member_sets_add_the_arms_best_on_validation():
     assert sets["top2_by_val"] == ["b", "d"] and sets["top3_by_val"] == ["b", "d", "a"]
     assert sets["pair"] == ["a", "c"] and "absent" not in sets
     assert "top3_by_val" not in ensemble_study.member_sets({k: base[k] for k in "abc"}, {})
+
+
+def test_combine_across_seeds_when_asked_and_scores_further_splits(data):
+    y, good, noise, _ = data
+    lab = {"val": y[:100], "test": y[100:200], "test_official": y[200:300]}
+    a = _run(0, {"val": good[:100], "test": good[100:200], "test_official": good[200:300]}, lab)
+    b = _run(1, {"val": noise[:100], "test": noise[100:200], "test_official": noise[200:300]}, lab)
+    run = ensemble.combine([a, b], "soft_vote", ["a", "b", "c"], seed=0)
+    assert run.seed == 0 and set(run.reports) == {"val", "test", "test_official"}
+    np.testing.assert_allclose(run.probs["test_official"], (good[200:300] + noise[200:300]) / 2)
+    b.labels = {"val": y[:100], "test": y[100:200]}  # one member without it: not scored there
+    assert "test_official" not in ensemble.combine([a, b], "soft_vote", ["a", "b", "c"], seed=0).reports
+
+
+def _stored(seed: int, y, plain: np.ndarray, flipped: np.ndarray) -> experiment.Run:
+    """A run as the store gives it: plain and flip-TTA probabilities on val and test."""
+    lab = {"val": y[:100], "test": y[100:200]}
+    r = _run(seed, {"val": plain[:100], "test": plain[100:200],
+                    "val_tta": flipped[:100], "test_tta": flipped[100:200]}, lab)
+    r.reports = {s: metrics.evaluate(lab[s], r.probs[s], ["a", "b", "c"]) for s in lab}
+    return r
+
+
+def test_ensembles_combine_plain_and_tta_views_and_seeds(data):
+    from lib.analysis import ensemble_study
+
+    y, good, noise, shifted = data
+    base = {"03.a": [_stored(s, y, noise, shifted) for s in (0, 1)],
+            "03.b": [_stored(0, y, noise, good)]}
+    ens, sets = ensemble_study.ensembles(base, {"all": ["03.a", "03.b"]}, ["a", "b", "c"])
+    assert {"all", "all+flip_tta", "seeds:03.a", "seeds:03.a+flip_tta"} == set(sets)
+    assert sets["seeds:03.a"] == ["03.a"] and "seeds:03.b" not in sets  # one seed: no average
+    assert len(ens["soft_vote", "all"]) == 1  # only seed 0 has both members
+    np.testing.assert_allclose(ens["soft_vote", "all+flip_tta"][0].probs["test"],
+                               (shifted[100:200] + good[100:200]) / 2)  # built from TTA views
+    (seed_run,) = ens["soft_vote", "seeds:03.a"]
+    assert seed_run.seed == 0 and seed_run.note == "seeds 0, 1"
+    rows = ensemble_study.rows(ens, sets)
+    assert {r["members"] for r in rows if r["variant"] == "seeds:03.a"} == {"a"}
+    singles = {**base, **ensemble_study.tta_arms(base, ["a", "b", "c"])}
+    assert set(singles) == {"03.a", "03.b", "03.a+flip_tta", "03.b+flip_tta"}
+    # 03.b's TTA view is the good model: validation picks it as the best single model
+    single, best, table = ensemble_study.best_vs_single(singles, ens, bootstrap=20)
+    assert single == "03.b+flip_tta" and list(table["split"]) == ["test"]
+    for r in [*base["03.b"], *ens[best]]:  # both hold the official split: compared there too
+        r.labels["test_official"] = y[200:300]
+        r.probs["test_official"] = good[200:300]
+        r.reports["test_official"] = metrics.evaluate(y[200:300], good[200:300], ["a", "b", "c"])
+    _, _, table = ensemble_study.best_vs_single({"03.b": base["03.b"]}, {best: ens[best]}, bootstrap=20)
+    assert list(table["split"]) == ["test", "test_official"]
+    assert list(table["metric"]) == ["macro_f1", "accuracy"]

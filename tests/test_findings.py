@@ -29,6 +29,9 @@ def test_comparisons_win_tie_and_no_evidence():
     assert "tie" in findings.comparisons(cmp(0.001, 0.5))[0]
     line = findings.comparisons(cmp(0.04, 0.3, seeds=1))[0]
     assert "no evidence of a difference" in line and "one seed" in line
+    official = cmp(0.02, 0.01).assign(split="test_official", metric="accuracy")
+    assert findings.comparisons(official) == [
+        "x beats y by 0.020 accuracy on the official test split (paired t-test over seeds, p = 0.01)."]
 
 
 def test_chosen_reads_validation_and_reports_test():

@@ -137,8 +137,13 @@ def test_report_shows_figures_and_one_line_per_bar(tmp_path, monkeypatch):
     monkeypatch.setenv("FER_PLAIN_PROGRESS", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    folder = tmp_path / "figures" / "smoke" / "00_t" / "d"
+    folder.mkdir(parents=True)
+    (folder / "old_model.png").write_bytes(b"an earlier run's figure")
+    os.utime(folder / "old_model.png", (1, 1))
     run.run_notebook(nb, config.get_profile("smoke"), "d", html=True)
-    assert (tmp_path / "figures" / "smoke" / "00_t" / "d" / "curve.png").is_file()
+    assert (folder / "curve.png").is_file()
+    assert not (folder / "old_model.png").exists()  # not drawn by this run: pruned
     html = (tmp_path / "reports" / "smoke" / "d" / "00_t.html").read_text(encoding="utf-8")
     assert html.count('src="data:image/png;base64,') == 1  # shown once; alt= comes first
     assert "PosixPath" not in html and "findfont" not in html

@@ -218,28 +218,33 @@ METHODS: dict[str, Callable[[], object]] = {
 
 
 def combine(members: Sequence, method: str, classes: Sequence[str], bootstrap: int = 0,
-            cv: int = 5):
+            cv: int = 5, seed: int | None = None):
     """An experiment.Run for ensemble `method` over member Runs of one seed.
 
     The combiner is fit on the members' validation probabilities; the run's 'val' report is
     scored on out-of-fold validation predictions (honest for fitted combiners; in-sample,
     said in `run.note`, when validation is too small to split) and its 'test' report on the
-    test probabilities, predicted once. It needs only the members' probabilities (stored
-    fits need no model); `run.params` is the members' total, `run.combiner` the combiner.
+    test probabilities, predicted once, and likewise on any further split every member
+    holds labels and probabilities for (e.g. 'test_official'). It needs only the members'
+    probabilities (stored fits need no model); `run.params` is the members' total,
+    `run.combiner` the combiner. Members come from one seed unless `seed` is given: an
+    ensemble of one arm's seeds, which takes that seed's name.
     """
     from lib.training import experiment
 
     if method not in METHODS:
         raise ValueError(f"unknown ensemble {method!r}; choose from {sorted(METHODS)}")
     seeds = {m.seed for m in members}
-    if len(seeds) != 1:
+    if len(seeds) != 1 and seed is None:
         raise ValueError(f"members come from several seeds {sorted(seeds)}; combine one seed")
-    seed = seeds.pop()
-    for split in ("val", "test"):
+    seed = seeds.pop() if seed is None else seed
+    extra = [s for s in members[0].labels if s not in ("val", "test")
+             and all(s in m.labels and s in m.probs for m in members)]
+    for split in ("val", "test", *extra):
         ys = [m.labels[split] for m in members]
         if any(not np.array_equal(ys[0], y) for y in ys[1:]):
             raise ValueError(f"members were scored on different {split} items")
-    y_val, y_test = members[0].labels["val"], members[0].labels["test"]
+    y_val = members[0].labels["val"]
     make = (lambda: METHODS[method](seed=seed, cv=cv)) if method == "stacking_lr" \
         else METHODS[method]
     val = [m.probs["val"] for m in members]
@@ -249,13 +254,14 @@ def combine(members: Sequence, method: str, classes: Sequence[str], bootstrap: i
     except ValueError as err:  # a validation set too small to split: score in-sample, said
         val_p, note = comb.predict_proba(val), f"val: in-sample ({err})"
         print(f"combine {method} seed {seed}: {note}")
-    probs = {"val": val_p, "test": comb.predict_proba([m.probs["test"] for m in members])}
+    probs = {"val": val_p, **{s: comb.predict_proba([m.probs[s] for m in members])
+                              for s in ("test", *extra)}}
     history = pd.DataFrame()
     history.attrs["train_seconds"] = sum(m.history.attrs.get("train_seconds") or 0
                                          for m in members)
     run = experiment.Run(method, seed, None, history, n_params=sum(m.params for m in members))
     for split, p in probs.items():
-        y = y_val if split == "val" else y_test
+        y = members[0].labels[split]
         run.probs[split], run.labels[split] = p, y
         run.reports[split] = metrics.evaluate(y, p, list(classes), bootstrap=bootstrap, seed=seed)
     run.combiner, run.note = comb, note

@@ -2,8 +2,8 @@
 single model (both chosen on validation), sentiment scales and calibration, as result rows.
 
     base = {**studies.fits(P, D, splits, "06_ensemble"), **studies.fits(P, D, splits, "03_capacity", names=...)}
-    ens = ensemble_study.build(base, {"all": list(base)}, classes, P.bootstrap)
-    rows = ensemble_study.rows(ens)
+    ens, sets = ensemble_study.ensembles(base, ensemble_study.member_sets(base, {}), classes, P.bootstrap)
+    rows = ensemble_study.rows(ens, sets)
 """
 from __future__ import annotations
 
@@ -46,6 +46,60 @@ def build(base: Mapping[str, list], sets: Mapping[str, Sequence[str]], classes: 
     return out
 
 
+TTA = "+flip_tta"  # the suffix of a member set combined from its members' flip-TTA probabilities
+SEEDS = "seeds:"  # the prefix of a set that averages one arm's seeds (a deep ensemble)
+
+
+def tta_view(run: experiment.Run, classes: Sequence[str], bootstrap: int = 0
+             ) -> experiment.Run | None:
+    """The run as scored from its flip-TTA probabilities (val, test and any further split its
+    record gave, e.g. 'test_official'), or None when it has none: flip TTA as a member."""
+    probs = {s: run.probs[f"{s}_tta"] for s in run.labels if f"{s}_tta" in run.probs}
+    if not {"val", "test"} <= set(probs):
+        return None
+    view = experiment.Run(run.name, run.seed, run.model, run.history, n_params=run.params,
+                          record=run.record)
+    for split, p in probs.items():
+        view.probs[split], view.labels[split] = p, run.labels[split]
+        view.reports[split] = metrics.evaluate(run.labels[split], p, list(classes),
+                                               bootstrap=bootstrap, seed=run.seed)
+    return view
+
+
+def seed_ensembles(base: Mapping[str, list], classes: Sequence[str], bootstrap: int = 0
+                   ) -> dict:
+    """{('soft_vote', 'seeds:<arm>'): [one Run]}: the mean of the probabilities of every seed
+    of an arm that has at least two (a deep ensemble), named after its first seed; one run,
+    so its spread is the bootstrap interval, not seeds."""
+    out = {}
+    for name, runs in base.items():
+        if len(runs) >= 2:
+            run = ensemble.combine(runs, "soft_vote", classes, bootstrap=bootstrap,
+                                   seed=min(r.seed for r in runs))
+            run.note = f"seeds {', '.join(str(r.seed) for r in runs)}"
+            out["soft_vote", SEEDS + name] = [run]
+    return out
+
+
+def ensembles(base: Mapping[str, list], sets: Mapping[str, Sequence[str]],
+              classes: Sequence[str], bootstrap: int = 0) -> tuple[dict, dict]:
+    """(ensembles, their member sets): every set per seed (`build`) and every arm's seeds
+    averaged (`seed_ensembles`), each once from the members' plain probabilities and once
+    from their flip-TTA ones (set name + '+flip_tta'); validation chooses among them all."""
+    views = {"": {a: runs for a, runs in base.items() if runs},
+             TTA: {a.removesuffix(TTA): runs for a, runs in tta_arms(base, classes).items()}}
+    ens, named = {}, {}
+    for suffix, b in views.items():
+        s = {name + suffix: list(members) for name, members in sets.items()
+             if all(a in b for a in members)}
+        ens.update(build(b, s, classes, bootstrap))
+        named.update(s)
+        for (method, name), runs in seed_ensembles(b, classes, bootstrap).items():
+            ens[method, name + suffix] = runs
+            named[name + suffix] = [name.removeprefix(SEEDS)]
+    return ens, named
+
+
 def rows(ens: Mapping[tuple, list], sets: Mapping[str, Sequence[str]]) -> list[dict]:
     """Result rows of the ensembles: experiment 'ensemble', variant = the member set, model =
     the method, `members` the arms combined."""
@@ -65,13 +119,30 @@ def _val(runs: list) -> float:
 def best_vs_single(base: Mapping[str, list], ens: Mapping[tuple, list],
                    bootstrap: int = 1000) -> tuple[str | None, tuple | None, pd.DataFrame]:
     """(best single arm, best ensemble key, their test comparison); both chosen on mean
-    validation macro-F1 (out-of-fold for fitted combiners), compared on the seeds they share."""
+    validation macro-F1 (out-of-fold for fitted combiners), compared on the seeds they share:
+    macro-F1 on test and, where both hold it, accuracy on the official test split (the number
+    the FER2013 literature reports)."""
     if not base or not any(ens.values()):
         return (max(base, key=lambda n: _val(base[n])) if base else None), None, pd.DataFrame()
     single = max(base, key=lambda n: _val(base[n]))
     best = max((k for k in ens if ens[k]), key=lambda k: _val(ens[k]))
     name = f"{best[0]} ({best[1]}) vs {arms.label(single)}"
-    return single, best, experiment.compare_table({name: (ens[best], base[single])}, bootstrap=bootstrap)
+    pair = {name: (ens[best], base[single])}
+    seeds = {r.seed for r in ens[best]} & {r.seed for r in base[single]}
+    tables = [experiment.compare_table(pair, bootstrap=bootstrap).assign(split="test", metric="macro_f1")]
+    if all("test_official" in r.reports for r in [*ens[best], *base[single]] if r.seed in seeds):
+        tables.append(experiment.compare_table(pair, split="test_official", metric="accuracy",
+                                               bootstrap=bootstrap)
+                      .assign(split="test_official", metric="accuracy"))
+    return single, best, pd.concat(tables, ignore_index=True)
+
+
+def tta_arms(base: Mapping[str, list], classes: Sequence[str], bootstrap: int = 0) -> dict:
+    """{'<arm>+flip_tta': the arm's runs scored from their flip-TTA probabilities}: flip TTA
+    as a single model of its own, for choosing on validation beside the plain arms."""
+    out = {a + TTA: [v for v in (tta_view(r, classes, bootstrap) for r in runs) if v]
+           for a, runs in base.items()}
+    return {a: runs for a, runs in out.items() if runs}
 
 
 def sentiment_rows(runs: Mapping[str, list], classes: Sequence[str], bootstrap: int = 0

@@ -197,34 +197,54 @@ def tta_rows(arms: dict, splits, experiment_name: str, bootstrap: int) -> list[d
     return rows
 
 
-def official_rows(arms: dict, splits, experiment_name: str | dict, bootstrap: int,
-                  tta: bool = False) -> list[dict]:
-    """Rows on the official test split (split 'test_official') for every run whose record
-    holds, or whose checkpoint can give, its probabilities there (with flip TTA: variant
-    '<variant>+flip_tta'); runs that can do neither are named and skipped."""
+def attach_official(arms: dict, splits, tta: bool = False, bootstrap: int = 0) -> list[str]:
+    """Put every run's probabilities on the official test split on the run (probs
+    'test_official' and its report, or with flip TTA probs 'test_official_tta'; labels
+    'test_official'), read from its record or computed once from its checkpoint; returns the
+    runs that have neither. Nothing happens on a dataset without an official split."""
     from lib.training import train
 
     name = "test_official_tta" if tta else "test_official"
     predict = (lambda m, d: train.predict_proba(m, d, tta=True)) if tta else None
-    rows, cache, skipped = [], {}, []
-    for arm_name, runs in arms.items():
-        exp = experiment_name.get(arm_name, arm_name) if isinstance(experiment_name, dict) \
-            else experiment_name
+    cache, skipped = {}, []
+    for runs in arms.values():
         for run in runs:
             spec = store.meta_of(run.record)["spec"]
             key = (spec["img_size"], spec["channels"])
             if key not in cache:
                 cache[key] = official_test(splits, *key)
-            ds = cache[key]
-            if ds is None:
+            if cache[key] is None:
                 return []
             try:
-                p = store.extra_probs(run, name, ds, predict)
+                store.extra_probs(run, name, cache[key], predict)
             except FileNotFoundError:
                 skipped.append(f"{run.name} seed {run.seed}")
                 continue
-            rep = metrics.evaluate(ds.labels.numpy(), p, list(splits.classes),
-                                   bootstrap=bootstrap, seed=run.seed)
+            y = run.labels["test_official"] = cache[key].labels.numpy()
+            if not tta:
+                run.reports["test_official"] = metrics.evaluate(
+                    y, run.probs["test_official"], list(splits.classes), bootstrap=bootstrap,
+                    seed=run.seed)
+    return skipped
+
+
+def official_rows(arms: dict, splits, experiment_name: str | dict, bootstrap: int,
+                  tta: bool = False) -> list[dict]:
+    """Rows on the official test split (split 'test_official') for every run whose record
+    holds, or whose checkpoint can give, its probabilities there (with flip TTA: variant
+    '<variant>+flip_tta'); runs that can do neither are named and skipped."""
+    name = "test_official_tta" if tta else "test_official"
+    skipped = attach_official(arms, splits, tta, bootstrap)
+    rows = []
+    for arm_name, runs in arms.items():
+        exp = experiment_name.get(arm_name, arm_name) if isinstance(experiment_name, dict) \
+            else experiment_name
+        for run in runs:
+            if name not in run.probs or "test_official" not in run.labels:
+                continue
+            rep = metrics.evaluate(run.labels["test_official"], run.probs[name],
+                                   list(splits.classes), bootstrap=bootstrap, seed=run.seed) \
+                if tta else run.reports["test_official"]
             rows.append(results.row(rep, experiment=exp, variant=variant(run) + (TTA if tta else ""),
                                     model=model_label(arm_name, run), params=run.params, seed=run.seed,
                                     split="test_official"))

@@ -59,6 +59,8 @@ def comparisons(table: pd.DataFrame, metric: str = "macro_f1", alpha: float = 0.
         a, b = (r["comparison"].split(" vs ", 1) + ["B"])[:2]
         diff, p = float(r["diff"]), float(r["primary_p"])
         m = r["metric"] if "metric" in r and isinstance(r["metric"], str) else metric
+        if isinstance(r.get("split"), str) and r["split"] != "test":  # e.g. 'test_official'
+            m = f"{m} on " + ("the official test split" if r["split"] == "test_official" else r["split"])
         test = "paired t-test over seeds" if r["seeds"] >= 2 else "paired bootstrap, one seed"
         if p < alpha and abs(diff) >= TIE:
             better, worse = (a, b) if diff > 0 else (b, a)
