@@ -44,3 +44,17 @@ def test_second_annotation_rejects_bad_lines(tmp_path):
 def test_class_mix_rows_sum_to_one():
     m = pd.DataFrame({"source": ["a", "a", "b"], "label": ["anger", "fear", "fear"]})
     assert np.allclose(eda.class_mix(m).sum(axis=1), 1)
+
+
+def test_unseen_sources_counts_test_images_from_contributors_absent_in_training():
+    m = pd.DataFrame({"label": ["a"] * 4 + ["b"] * 4,
+                      "split": ["train", "train", "test", "test"] * 2,
+                      "source": ["u1", "u1", "u1", "u2", "u1", "u2", "u1", "u2"]})
+    t = eda.unseen_sources(m)
+    assert t.loc["a", "test_from_unseen_contributor"] == 0.5  # u2 gave no training 'a'
+    assert t.loc["b", "test_from_unseen_contributor"] == 0.0
+    assert list(t["train"]) == [2, 2] and list(t["test"]) == [2, 2]
+    assert eda.unseen_sources_text(t) == ""
+    line = eda.unseen_sources_text(t, threshold=0.4)
+    assert "a (50% of 2 test images)" in line and "b (" not in line
+

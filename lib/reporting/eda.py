@@ -73,3 +73,32 @@ def class_mix(m: pd.DataFrame, by: str = "source") -> pd.DataFrame:
     """Share of each class within each value of `by` (e.g. contributor), rows summing to 1."""
     t = pd.crosstab(m[by], m["label"])
     return t.div(t.sum(axis=1), axis=0)
+
+
+def unseen_sources(m: pd.DataFrame, by: str = "source") -> pd.DataFrame:
+    """Per class: training and test images, and the share of its test images whose
+    contributor (`by`) gave no training image of that class. A high share means the class
+    is learnt from other people's photographs than it is tested on, a shift inside one
+    dataset that no amount of training on it removes."""
+    out = []
+    for cls, g in m.groupby("label"):
+        train_src = set(g.loc[g["split"] == "train", by])
+        test = g[g["split"] == "test"]
+        out.append({"label": cls, "train": int((g["split"] == "train").sum()), "test": len(test),
+                    "test_from_unseen_contributor": float((~test[by].isin(train_src)).mean())
+                    if len(test) else float("nan")})
+    return pd.DataFrame(out).set_index("label")
+
+
+def unseen_sources_text(table: pd.DataFrame, threshold: float = 0.5) -> str:
+    """One sentence naming the classes most of whose test images come from contributors
+    that gave none of the class's training images; '' when there are none."""
+    hit = table[table["test_from_unseen_contributor"] > threshold]
+    if hit.empty:
+        return ""
+    parts = [f"{c} ({r.test_from_unseen_contributor:.0%} of {int(r.test)} test images)"
+             for c, r in hit.iterrows()]
+    return ("Classes whose test images mostly come from a contributor with no training image "
+            f"of that class: {', '.join(parts)}; a model can learn such a class from the "
+            "training contributors' photographs and still miss it on test.")
+
