@@ -186,3 +186,22 @@ def test_arms_are_counted_against_the_chance_interval():
         "d: 1 of 2 trained arms (50%) clear the chance interval of 00_eda; "
         "not above it: 02 policy strong small_cnn."]
     assert "d 1 of 2 (50%)" in summary.chance_line(rows)
+
+
+def test_official_accuracy_of_the_chosen_entry():
+    rows = _rows()
+    off = rows[(rows["model"] == "A") & (rows["split"] == "test")].assign(
+        split="test_official", accuracy=[0.70, 0.72, 0.74])
+    best = summary.best_per_dataset(summary.leaderboard(pd.concat([rows, off])))
+    o = summary.official(pd.concat([rows, off]), best).loc["d"]
+    assert o["official_accuracy_mean"] == pytest.approx(0.72) and o["official_seeds"] == 3
+    none = summary.official(rows, best).loc["d"]  # no official split: nothing to read
+    assert not none["official_seeds"] > 0
+
+
+def test_one_run_entries_show_their_bootstrap_interval():
+    b = pd.Series({"f1_lo": 0.31, "f1_hi": 0.42})
+    assert summary.interval(b, 1) == " [0.310, 0.420] (1 run, bootstrap 95%)"
+    assert summary.interval(b, 3) == ""  # seeds give the spread
+    assert summary.interval(pd.Series({"f1_lo": float("nan")}), 1) == ""
+
