@@ -79,3 +79,15 @@ def test_errors():
     with pytest.raises(TypeError, match="uint8"):
         classical.KNNPixels().fit(types.SimpleNamespace(images=TRAIN.images.float(),
                                                        labels=TRAIN.labels, classes=TRAIN.classes))
+
+
+def test_knn_chooses_k_on_validation_with_one_search():
+    val = make_ds(90, 5)
+    m = classical.KNNChosenK(val, ks=(1, 5, 101)).fit(TRAIN)
+    assert set(m.val_scores_) == {1, 5, 101} and m.k_ in (1, 5, 101)
+    assert m.val_scores_[m.k_] == max(m.val_scores_.values())
+    for k in (1, 5, 101):  # each k's votes are sklearn's kNN with that k
+        ref = classical.KNNPixels(k=k).fit(TRAIN).predict_proba(TEST)
+        np.testing.assert_allclose(m._by_k(TEST)[k], ref)
+    np.testing.assert_allclose(m.predict_proba(TEST), m._by_k(TEST)[m.k_])
+

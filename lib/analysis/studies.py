@@ -87,9 +87,10 @@ CLASSICAL_VERSION = 1  # bump when a classical baseline's code changes its outpu
 
 
 def classical_probs(name: str, make, data: tuple, cache: tuple[str, str] | None = None) -> dict:
-    """{'val', 'test': probabilities} of a classical baseline fitted on data[0]; with `cache`
-    = (profile, dataset) they are kept beside the fit store's records (keyed by the data
-    rows, labels and decoded shape), so a re-render does not refit kNN or HOG."""
+    """{'val', 'test': probabilities} of a classical baseline fitted on data[0] (and 'k', the
+    k a validation-chosen kNN chose); with `cache` = (profile, dataset) they are kept beside
+    the fit store's records (keyed by the data rows, labels and decoded shape), so a
+    re-render does not refit kNN or HOG."""
     import hashlib
     import io
 
@@ -105,6 +106,8 @@ def classical_probs(name: str, make, data: tuple, cache: tuple[str, str] | None 
                 return {k: z[k] for k in z.files}
     clf = make().fit(data[0])
     probs = {split: clf.predict_proba(ds) for split, ds in (("val", data[1]), ("test", data[2]))}
+    if hasattr(clf, "k_"):
+        probs["k"] = np.array(clf.k_)
     if path is not None:
         buf = io.BytesIO()
         np.savez_compressed(buf, **probs)
@@ -113,19 +116,23 @@ def classical_probs(name: str, make, data: tuple, cache: tuple[str, str] | None 
 
 
 def classical_rows(data: tuple, classes, bootstrap: int,
-                   which: tuple[str, ...] = ("knn_pixels_k101", "hog_linear"),
+                   which: tuple[str, ...] = ("knn_pixels_k_by_val", "hog_linear"),
                    cache: tuple[str, str] | None = None) -> list[dict]:
-    """kNN on standardised pixels (k = 101, study 003) and HOG + a linear classifier, each
-    fitted once on train (deterministic given the split) and scored on val and test;
-    `cache` = (profile, dataset) keeps their probabilities (see classical_probs)."""
-    make = {"knn_pixels_k101": lambda: classical.KNNPixels(k=101), "hog_linear": classical.HOGLinear}
+    """kNN on standardised pixels (k chosen on validation from classical.KS, or k = 101 as
+    study 003) and HOG + a linear classifier, each fitted once on train (deterministic given
+    the split) and scored on val and test; `cache` = (profile, dataset) keeps their
+    probabilities (see classical_probs)."""
+    make = {"knn_pixels_k101": lambda: classical.KNNPixels(k=101),
+            "knn_pixels_k_by_val": lambda: classical.KNNChosenK(data[1]),
+            "hog_linear": classical.HOGLinear}
     rows = []
     for name in which:
         probs = classical_probs(name, make[name], data, cache)
+        note = f"k = {int(probs['k'])}, chosen on validation" if "k" in probs else ""
         for split, ds in (("val", data[1]), ("test", data[2])):
             rep = metrics.evaluate(ds.labels.numpy(), probs[split], classes, bootstrap=bootstrap, seed=0)
             rows.append(results.row(rep, experiment="classical", model=name, variant="-",
-                                    seed=0, split=split))
+                                    seed=0, split=split, notes=note))
     return rows
 
 
