@@ -30,6 +30,8 @@ def test_labels_and_strength():
     assert arms.strength("02.strength.standard@1.5", {"augment": "standard"}) == 1.5
     assert arms.strength("02.policy.none", {"augment": "none"}) == 0.0
     assert arms.strength("02.policy.strong", {"augment": "strong"}) == 1.0
+    # elsewhere "@" names an input size, not a strength (and a TTA suffix may follow it)
+    assert arms.strength("03.mobilenet_v2@160+flip_tta", {"augment": "standard"}) == 1.0
 
 
 def test_unique_counts_a_shared_fit_once():

@@ -31,9 +31,10 @@ def recipe(run: experiment.Run) -> dict:
 
 
 def strength(name: str, rec: dict) -> float:
-    """Augmentation strength of an arm: from its label ('standard@1.5'), else its recipe
-    (0 for no augmentation)."""
-    if "@" in label(name):
+    """Augmentation strength of an arm: from a strength arm's label ('02.strength.standard@1.5';
+    elsewhere '@' names an input size, '03.mobilenet_v2@160'), else its recipe (0 for no
+    augmentation)."""
+    if ".strength." in name:
         return float(label(name).rsplit("@", 1)[1])
     return 0.0 if rec.get("augment", "none") == "none" else float(rec.get("augment_strength", 1.0))
 
