@@ -205,3 +205,16 @@ def test_one_run_entries_show_their_bootstrap_interval():
     assert summary.interval(b, 3) == ""  # seeds give the spread
     assert summary.interval(pd.Series({"f1_lo": float("nan")}), 1) == ""
 
+
+
+def test_averages_of_seeds_are_reported_beside_the_chosen_model_not_chosen():
+    rows = _rows()
+    avg = rows[(rows["model"] == "A") & (rows["seed"] == 0)].assign(
+        notebook="06_ensemble", experiment="ensemble", variant="seeds:03.a", model="soft_vote",
+        macro_f1=lambda d: d["macro_f1"] + 0.2)  # better on val than every per-seed entry
+    board = summary.leaderboard(pd.concat([rows, avg]))
+    assert list(summary.best_per_dataset(board)["model"]) == ["A"]
+    assert list(summary.best_per_dataset(board, averages=True)["variant"]) == ["seeds:03.a"]
+    line = summary.average_line(pd.concat([rows, avg]))
+    assert "d soft_vote (seeds:03.a): macro-F1 0.700" in line
+    assert summary.average_line(rows) == ""
