@@ -258,3 +258,13 @@ def test_ensembles_combine_plain_and_tta_views_and_seeds(data):
     _, _, table = ensemble_study.best_vs_single({"03.b": base["03.b"]}, {best: ens[best]}, bootstrap=20)
     assert list(table["split"]) == ["test", "test_official"]
     assert list(table["metric"]) == ["macro_f1", "accuracy"]
+
+
+def test_split_averages_keeps_seed_averages_apart():
+    from lib.analysis import ensemble_study
+
+    ens = {("soft_vote", "all"): [1], ("soft_vote", "seeds:03.a"): [2],
+           ("soft_vote", "seeds:03.a+flip_tta"): [3], ("stacking_lr", "all+flip_tta"): [4]}
+    per_seed, averages = ensemble_study.split_averages(ens)
+    assert set(per_seed) == {("soft_vote", "all"), ("stacking_lr", "all+flip_tta")}
+    assert set(averages) == {("soft_vote", "seeds:03.a"), ("soft_vote", "seeds:03.a+flip_tta")}

@@ -137,6 +137,13 @@ def best_vs_single(base: Mapping[str, list], ens: Mapping[tuple, list],
     return single, best, pd.concat(tables, ignore_index=True)
 
 
+def split_averages(ens: Mapping[tuple, list]) -> tuple[dict, dict]:
+    """(ensembles of one seed's members, averages of an arm's seeds): chosen apart, as 07
+    chooses, since an average is one run built from n fits and has no spread over seeds."""
+    avg = {k: v for k, v in ens.items() if k[1].startswith(SEEDS)}
+    return {k: v for k, v in ens.items() if k not in avg}, avg
+
+
 def tta_arms(base: Mapping[str, list], classes: Sequence[str], bootstrap: int = 0) -> dict:
     """{'<arm>+flip_tta': the arm's runs scored from their flip-TTA probabilities}: flip TTA
     as a single model of its own, for choosing on validation beside the plain arms."""
