@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lib.analysis import arms, ensemble
+from lib.analysis.studies import TTA  # one suffix for flip TTA, arms and member sets alike
 from lib.evaluation import metrics, results
 from lib.training import experiment
 
@@ -46,7 +47,6 @@ def build(base: Mapping[str, list], sets: Mapping[str, Sequence[str]], classes: 
     return out
 
 
-TTA = "+flip_tta"  # the suffix of a member set combined from its members' flip-TTA probabilities
 SEEDS = "seeds:"  # the prefix of a set that averages one arm's seeds (a deep ensemble)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lib import config
+from lib.analysis.ensemble_study import SEEDS as SEED_AVERAGE  # 06's seed averages
 from lib.evaluation import results
 from lib.reporting.findings import STUDY_MODEL
 from lib.atomic import write_text
@@ -88,7 +89,6 @@ def effects(rows: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
         else df
 
 
-SEED_AVERAGE = "seeds:"  # 06's variant prefix of an arm's seeds averaged into one run
 
 
 def seed_averages(board: pd.DataFrame) -> pd.Series:
