@@ -39,6 +39,17 @@ def test_resolution_arm_only_on_the_small_photo_set():
     assert not [a for a in plan.arms(SMOKE, "six_emotions") if a.name.startswith("03.mobilenet_v2@")]
 
 
+def test_epoch_cap_arm_only_where_the_large_cap_binds():
+    fer = {a.name: a for a in plan.arms(CPU, "fer2013")}
+    long = fer[f"03.{plan.LONG_MODEL}@{CPU.max_epochs}ep"]
+    assert [s.recipe["epochs"] for s in long.specs] == [CPU.max_epochs] * len(CPU.seeds)
+    short = fer[f"03.{plan.LONG_MODEL}"].specs[0]
+    assert short.recipe["epochs"] == CPU.large_epochs < CPU.max_epochs
+    assert {**long.specs[0].recipe, "epochs": short.recipe["epochs"]} == short.recipe  # one change
+    assert not [a for a in plan.arms(CPU, "facial_expressions") if a.name.endswith("ep")]
+    assert not [a for a in plan.arms(SMOKE, "fer2013") if a.name.endswith("ep")]
+
+
 def test_estimate_scales_a_measured_rate_by_pixels():
     ips = {("mobilenet_v2", 112): 32.0}
     assert runner._rate(ips, "mobilenet_v2", 112) == 32.0
@@ -54,6 +65,15 @@ def test_status_then_train_missing_then_nothing_left(fake_data_root):
     assert st.query("notebook == '01_baseline'")["stored"].all()
     assert not st.query("notebook == '03_capacity'")["stored"].any()
     assert runner.train_missing(SMOKE, ["six_emotions"], ["01"]) == 0
+
+
+def test_within_leaves_fits_that_would_end_too_late(fake_data_root, capsys):
+    st = runner.status(SMOKE, "six_emotions").query("notebook == '01_baseline'")
+    assert runner.train_missing(SMOKE, ["six_emotions"], ["01"], within=0.0) == 0
+    out = capsys.readouterr().out
+    assert out.count("left for a later run") == len(st)
+    assert not runner.status(SMOKE, "six_emotions").query("notebook == '01_baseline'")["stored"].any()
+    assert runner.train_missing(SMOKE, ["six_emotions"], ["01"], within=1e9) == len(st)
 
 
 def test_a_fit_held_by_a_live_process_is_skipped(fake_data_root, tmp_path):

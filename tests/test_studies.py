@@ -36,6 +36,9 @@ def test_fits_rows_and_official_rows_from_the_store(fake_data_root, monkeypatch)
     assert studies.model_label(f"03.small_cnn@{size}", run) == f"small_cnn@{size}"
     assert studies.model_label(f"03.small_cnn@{size + 1}", run) == "small_cnn"
     assert studies.model_label("02.strength.standard@0.5", run) == "small_cnn"
+    ep = store.meta_of(run.record)["spec"]["recipe"]["epochs"]  # ... and after its epoch cap
+    assert studies.model_label(f"03.small_cnn@{ep}ep", run) == f"small_cnn@{ep}ep"
+    assert studies.model_label(f"03.small_cnn@{ep + 1}ep", run) == "small_cnn"
 
 
 def test_missing_arms_are_listed_not_trained(fake_data_root, monkeypatch):

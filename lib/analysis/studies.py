@@ -63,15 +63,20 @@ def variant(run: experiment.Run) -> str:
 
 def model_label(arm_name: str, run: experiment.Run) -> str:
     """The model column of a run: its model, plus '@<px>' for an arm named after the input
-    size it trains at ('03.mobilenet_v2@160') and '+<dataset>' for a fit started from another
-    dataset's fit ('vgg_cnn+fer2013'), so two sizes or starts of one model stay apart."""
+    size it trains at ('03.mobilenet_v2@160'), '@<n>ep' for one named after its epoch cap
+    ('03.vgg_cnn@40ep') and '+<dataset>' for a fit started from another dataset's fit
+    ('vgg_cnn+fer2013'), so two sizes, caps or starts of one model stay apart."""
     if not run.record:
         return run.name
     spec = store.meta_of(run.record)["spec"]  # one read of the record
     if spec.get("init"):
         return f"{run.name}+{spec['init']['dataset']}"
-    _, at, size = arm_name.rpartition("@")
-    return f"{run.name}@{size}" if at and size.isdigit() and spec["img_size"] == int(size) else run.name
+    _, at, tag = arm_name.rpartition("@")
+    if at and tag.isdigit() and spec["img_size"] == int(tag):
+        return f"{run.name}@{tag}"
+    if at and tag.endswith("ep") and tag[:-2].isdigit() and spec["recipe"]["epochs"] == int(tag[:-2]):
+        return f"{run.name}@{tag}"
+    return run.name
 
 
 def arm_rows(arms: dict, experiment_name: str) -> list[dict]:

@@ -286,7 +286,7 @@ def arms(P: config.Profile, dataset: str) -> list[Arm]:
         note = "every seed" if many else "one seed: a scratch backbone costs 3-10x a small CNN on a CPU"
         out.append(Arm("03_capacity", f"03.{m}", _specs(P, dataset, m, seeds if many else one),
                        note))
-    out += resolution_arms(P, dataset) + transfer_arms(P, dataset)
+    out += resolution_arms(P, dataset) + schedule_arms(P, dataset) + transfer_arms(P, dataset)
     return (out + study_arms(P, dataset) + augmentation_arms(P, dataset) + ensemble_arms(P, dataset)
             + shift_arms(P, dataset))
 
@@ -306,6 +306,22 @@ def resolution_arms(P: config.Profile, dataset: str) -> list[Arm]:
     specs = tuple(replace(s, img_size=HIRES) for s in _specs(P, dataset, HIRES_MODEL, tuple(P.seeds)))
     return [Arm("03_capacity", f"03.{HIRES_MODEL}@{HIRES}", specs,
                 f"every seed, {HIRES} px against the profile's {P.backbone_size} px")]
+
+
+# fer2013's VGG-style net peaked at its last epoch in every 25-epoch seed (cosine: the cap
+# binds), so it also trains at the small-set cap; on facial_expressions it stops early
+LONG_DATASETS = ("fer2013",)
+LONG_MODEL = "vgg_cnn"
+
+
+def schedule_arms(P: config.Profile, dataset: str) -> list[Arm]:
+    """03's epoch-cap arm: LONG_MODEL for `P.max_epochs` cosine epochs instead of the large
+    sets' `P.large_epochs`, every seed (07 chooses between the two caps on validation)."""
+    if dataset not in LONG_DATASETS or not P.large_epochs or P.large_epochs >= P.max_epochs:
+        return []
+    specs = _specs(P, dataset, LONG_MODEL, tuple(P.seeds), changes={"epochs": P.max_epochs})
+    return [Arm("03_capacity", f"03.{LONG_MODEL}@{P.max_epochs}ep", specs,
+                f"every seed, {P.max_epochs} epochs against {P.large_epochs}")]
 
 
 # the other 48 px grayscale face sets also start a small CNN from its FER2013 fit (28,709

@@ -2,7 +2,11 @@
 estimate, and the workers that train the missing fits, sharing them through lock files.
 
     python -m lib.plan --profile cpu [--dataset D ...]            # stored / missing + estimate
-    python -m lib.plan --profile cpu --train [--dataset D] [--jobs 2]
+    python -m lib.plan --profile cpu --train [--dataset D] [--jobs 2] [--within 9000]
+
+`--within S` starts only fits whose estimate still ends within S seconds of the start (a
+session's time left: a fit cut off by the session's end is lost with its machine); the
+others are named and left for the next run.
 """
 from __future__ import annotations
 
@@ -24,20 +28,32 @@ def _splits(P: config.Profile, dataset: str):
     return data.load_splits(dataset, max_per_class=P.max_per_class, seed=P.seeds[0])
 
 
+def measured_rates(P: config.Profile) -> dict:
+    """{(model, img_size): median training images/s} over the profile's stored fits."""
+    from lib.training import store
+
+    measured = store.records(P.name)
+    return measured.groupby(["model", "img_size"])["images_per_s"].median().to_dict() \
+        if not measured.empty else {}
+
+
+def estimate(spec, n_train: int, ips: dict) -> float:
+    """Seconds to train `spec` on n_train images for its whole epoch cap (early stopping
+    only shortens it) at the measured one-thread rate."""
+    return n_train * spec.recipe["epochs"] / _rate(ips, spec.model, spec.img_size)
+
+
 def status(P: config.Profile, dataset: str) -> pd.DataFrame:
     """One row per planned fit: notebook, arm, model, seed, input, stored?, estimated seconds."""
     from lib.training import store
 
     splits = _splits(P, dataset)
-    measured = store.records(P.name)
-    ips = measured.groupby(["model", "img_size"])["images_per_s"].median().to_dict() \
-        if not measured.empty else {}
+    ips = measured_rates(P)
     rows = []
     for a in arms(P, dataset):
         for spec in a.specs:
             rec, data3, key = store.lookup(spec, splits, P.name)
-            rate = _rate(ips, spec.model, spec.img_size)
-            est = len(data3[0]) * spec.recipe["epochs"] / rate
+            est = estimate(spec, len(data3[0]), ips)
             rows.append({"dataset": dataset, "notebook": a.notebook, "arm": a.name,
                          "model": spec.model, "seed": spec.seed, "subset": spec.subset,
                          "input": f"{spec.img_size}px x{spec.channels}", "n_train": len(data3[0]),
@@ -76,21 +92,31 @@ def _claim(lock: Path) -> bool:
 
 
 def train_missing(P: config.Profile, datasets: list[str], notebooks: list[str] | None = None,
-                  arm_names: list[str] | None = None) -> int:
-    """Train every missing fit of the plan (skipping fits another process holds); returns
-    how many this process trained."""
+                  arm_names: list[str] | None = None, within: float | None = None) -> int:
+    """Train every missing fit of the plan (skipping fits another process holds, and with
+    `within` seconds those whose estimate would end after them); returns how many this
+    process trained."""
     from lib.training import store
 
-    done = 0
+    done, ips = 0, measured_rates(P) if within is not None else {}
+    deadline = time.monotonic() + within if within is not None else None
     for dataset in datasets:
         splits = _splits(P, dataset)
         for a in arms(P, dataset):
             if (notebooks and a.notebook[:2] not in notebooks) or (arm_names and a.name not in arm_names):
                 continue
             for spec in a.specs:
-                rec, _, key = store.lookup(spec, splits, P.name)
+                rec, data3, key = store.lookup(spec, splits, P.name)
+                if rec.exists():
+                    continue
+                if deadline is not None:
+                    est, left = estimate(spec, len(data3[0]), ips), deadline - time.monotonic()
+                    if est > left:
+                        print(f"plan: {dataset} {a.name} seed {spec.seed} left for a later run: "
+                              f"about {est:.0f} s, {max(left, 0):.0f} s left", flush=True)
+                        continue
                 lock = store.checkpoint_dir(P.name, dataset) / f"{rec.stem}.lock"
-                if rec.exists() or not _claim(lock):
+                if not _claim(lock):
                     continue
                 try:
                     t0 = time.perf_counter()
@@ -112,7 +138,8 @@ def _workers(args, jobs: int) -> int:
 
     cmd = [sys.executable, "-m", "lib.plan", "--train", "--jobs", "1", "--profile", args.profile,
            "--dataset", *args.dataset] + (["--only", args.only] if args.only else []) + \
-        (["--arm", *args.arm] if args.arm else [])
+        (["--arm", *args.arm] if args.arm else []) + \
+        (["--within", str(args.within)] if args.within is not None else [])
     cmd += ["--quiet"]  # the parent prints the plan once, after them
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FER_THREADS": "1", "FER_PLAIN_PROGRESS": "1"}
     procs = [subprocess.Popen(cmd, env=env) for _ in range(jobs)]
@@ -129,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", action="store_true", help="train the missing fits")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (1 thread each)")
     ap.add_argument("--quiet", action="store_true", help="train without printing the plan")
+    ap.add_argument("--within", type=float, default=None, metavar="S",
+                    help="start only fits whose estimate ends within S seconds")
     args = ap.parse_args(argv)
     P = config.get_profile(args.profile)
     args.profile = P.name
@@ -143,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             if rc:
                 return rc
         else:
-            train_missing(P, args.dataset, only, args.arm)
+            train_missing(P, args.dataset, only, args.arm, args.within)
         if args.quiet:
             return 0
     frames = [status(P, d) for d in args.dataset]
