@@ -39,6 +39,18 @@ def test_fits_rows_and_official_rows_from_the_store(fake_data_root, monkeypatch)
     ep = store.meta_of(run.record)["spec"]["recipe"]["epochs"]  # ... and after its epoch cap
     assert studies.model_label(f"03.small_cnn@{ep}ep", run) == f"small_cnn@{ep}ep"
     assert studies.model_label(f"03.small_cnn@{ep + 1}ep", run) == "small_cnn"
+    same = {"03.small_cnn": arms["01.small_cnn"], "03.small_cnn@40ep": arms["01.small_cnn"]}
+    t = studies.versus_base(same, bootstrap=50)  # a variant arm against its plain arm
+    assert list(t["comparison"]) == ["small_cnn@40ep vs small_cnn"] and t["diff"].abs().max() == 0
+
+
+def test_base_arm_of_a_variant_arm():
+    names = {"03.vgg_cnn", "03.vgg_cnn@40ep", "03.vgg_cnn_from_fer2013", "03.mobilenet_v2@160",
+             "03.small_cnn"}
+    assert studies.base_arm("03.vgg_cnn@40ep", names) == "03.vgg_cnn"
+    assert studies.base_arm("03.vgg_cnn_from_fer2013", names) == "03.vgg_cnn"
+    assert studies.base_arm("03.mobilenet_v2@160", names) is None  # its plain arm is absent
+    assert studies.base_arm("03.small_cnn", names) is None
 
 
 def test_missing_arms_are_listed_not_trained(fake_data_root, monkeypatch):

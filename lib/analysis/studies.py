@@ -166,14 +166,32 @@ def summary(rows, split: str = "test", by=("experiment", "model")) -> pd.DataFra
     return out
 
 
+def _compare(arms: dict, pairs: list[tuple[str, str]], split: str, bootstrap: int) -> pd.DataFrame:
+    """experiment.compare_table of (arm, reference arm) name pairs, runs matched by seed."""
+    table = {f"{a.split('.', 1)[-1]} vs {b.split('.', 1)[-1]}": (arms[a], arms[b])
+             for a, b in pairs if arms.get(a) and arms.get(b)}
+    return experiment.compare_table(table, split=split, bootstrap=bootstrap) if table else \
+        pd.DataFrame()
+
+
 def versus(arms: dict, ref: str, split: str = "test", bootstrap: int = 1000) -> pd.DataFrame:
     """Every arm against the reference arm (runs matched by seed): experiment.compare_table."""
-    if not arms.get(ref):
-        return pd.DataFrame()
-    pairs = {f"{name.split('.', 1)[-1]} vs {ref.split('.', 1)[-1]}": (runs, arms[ref])
-             for name, runs in arms.items() if name != ref and runs}
-    return experiment.compare_table(pairs, split=split, bootstrap=bootstrap) if pairs else \
-        pd.DataFrame()
+    return _compare(arms, [(name, ref) for name in arms if name != ref], split, bootstrap)
+
+
+def base_arm(name: str, names) -> str | None:
+    """The plain arm of the same model that a variant arm changes one thing of:
+    '03.mobilenet_v2' for '03.mobilenet_v2@160' (input size), '03.vgg_cnn' for
+    '03.vgg_cnn@40ep' (epoch cap) and for '03.vgg_cnn_from_fer2013' (initialisation);
+    None when there is no such arm among `names`."""
+    stem = name.split("@")[0].split("_from_")[0]
+    return stem if stem != name and stem in names else None
+
+
+def versus_base(arms: dict, split: str = "test", bootstrap: int = 1000) -> pd.DataFrame:
+    """Every variant arm against its plain arm (`base_arm`), runs matched by seed."""
+    pairs = [(name, base) for name in arms if (base := base_arm(name, arms))]
+    return _compare(arms, pairs, split, bootstrap)
 
 
 def official_test(splits, size: int, channels: int):
