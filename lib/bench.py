@@ -2,6 +2,7 @@
 
     python -m lib.bench train [--models small_cnn resnet18 mobilenet_v2] [--sizes 48 64 112]
     python -m lib.bench jobs [--models conv4net:48:1 mobilenet_v2:112:3] [--compile]
+    python -m lib.bench amp [--models vgg_cnn:48:1 mobilenet_v2:112:3]   # fp32 vs bf16 autocast
     python -m lib.bench data                     # lib.data.bench.run_data_bench()
 
 `train` times full training steps (uint8 batch -> preprocess -> forward -> backward ->
@@ -77,9 +78,10 @@ def bench_train(model_names=MODELS, sizes=SIZES, batch: int = 64, steps: int = 1
 
 
 def rate(name: str, size: int, channels: int, steps: int = 20, batch: int = 64,
-         compile_model: bool = False) -> float:
+         compile_model: bool = False, bf16: bool = False) -> float:
     """Training images/s of `steps` steps (after 3 warm-up steps) in this process, with the
-    fit loop's CPU settings (channels_last as lib.training.train, optional torch.compile)."""
+    fit loop's CPU settings (channels_last as lib.training.train, optional torch.compile,
+    optional bfloat16 autocast as the loop's `amp=True` does on a CPU)."""
     from lib import models
     from lib.training import train
 
@@ -96,8 +98,10 @@ def rate(name: str, size: int, channels: int, steps: int = 20, batch: int = 64,
     for i in range(3 + steps):
         if i == 3:
             t0 = time.perf_counter()
-        out = run(models.preprocess(x, model.fer_cfg, "cpu", channels_last=cl))
-        loss = torch.nn.functional.cross_entropy(out[0] if isinstance(out, tuple) else out, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = run(models.preprocess(x, model.fer_cfg, "cpu", channels_last=cl))
+        out = out[0] if isinstance(out, tuple) else out
+        loss = torch.nn.functional.cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -132,6 +136,21 @@ def bench_jobs(cells, steps: int = 20, compile_model: bool = False) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def bench_amp(cells, steps: int = 8, rounds: int = 2) -> pd.DataFrame:
+    """Per model cell ('name:size:channels'), in this process: training images/s in float32
+    and with bfloat16 autocast, alternating (fp32, bf16, bf16, fp32 ...), the fastest kept."""
+    rows = []
+    for cell in cells:
+        name, size, ch = cell.split(":")
+        best = {False: 0.0, True: 0.0}
+        for r in range(rounds):
+            for bf16 in ((False, True) if r % 2 == 0 else (True, False)):
+                best[bf16] = max(best[bf16], rate(name, int(size), int(ch), steps, bf16=bf16))
+        rows.append(dict(cell=cell, fp32_img_s=best[False], bf16_img_s=best[True],
+                         bf16_speedup=best[True] / best[False]))
+    return pd.DataFrame(rows)
+
+
 def verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """Per (model, size): images/s both ways and the speed-up of channels_last; overall the
     geometric-mean speed-up."""
@@ -163,6 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--steps", type=int, default=20)
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--compile", action="store_true")
+    a = sub.add_parser("amp", help="training images/s, float32 vs bfloat16 autocast (CPU)")
+    a.add_argument("--models", nargs="+", default=["small_cnn:48:1", "conv4net:48:1",
+                                                   "vgg_cnn:48:1", "mobilenet_v2:112:3",
+                                                   "resnet18:112:3"])
+    a.add_argument("--steps", type=int, default=8)
+    a.add_argument("--threads", type=int, default=1)
     sub.add_parser("data", help="data loading benchmark (lib.data.bench)")
     args = ap.parse_args(argv)
     if args.cmd == "rate":
@@ -172,6 +197,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.cmd == "jobs":
         df = bench_jobs(args.models, args.steps, args.compile)
+        print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        return
+    if args.cmd == "amp":
+        torch.set_num_threads(args.threads)
+        df = bench_amp(args.models, args.steps)
+        print(f"training throughput, batch 64, {args.threads} thread(s), fastest of 2 rounds")
         print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         return
     if args.cmd == "data":
