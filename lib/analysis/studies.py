@@ -72,11 +72,9 @@ def model_label(arm_name: str, run: experiment.Run) -> str:
     if spec.get("init"):
         return f"{run.name}+{spec['init']['dataset']}"
     _, at, tag = arm_name.rpartition("@")
-    if at and tag.isdigit() and spec["img_size"] == int(tag):
-        return f"{run.name}@{tag}"
-    if at and tag.endswith("ep") and tag[:-2].isdigit() and spec["recipe"]["epochs"] == int(tag[:-2]):
-        return f"{run.name}@{tag}"
-    return run.name
+    n, is_epochs = (tag[:-2], True) if tag.endswith("ep") else (tag, False)
+    held = spec["recipe"]["epochs"] if is_epochs else spec["img_size"]
+    return f"{run.name}@{tag}" if at and n.isdigit() and held == int(n) else run.name
 
 
 def arm_rows(arms: dict, experiment_name: str) -> list[dict]:
