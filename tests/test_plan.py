@@ -76,6 +76,17 @@ def test_within_leaves_fits_that_would_end_too_late(fake_data_root, capsys):
     assert runner.train_missing(SMOKE, ["six_emotions"], ["01"], within=1e9) == len(st)
 
 
+def test_seeds_trains_only_those_seeds(fake_data_root):
+    st = runner.status(SMOKE, "six_emotions").query("notebook == '01_baseline'")
+    assert runner.train_missing(SMOKE, ["six_emotions"], ["01"], seeds=[12345]) == 0
+    first = int(st["seed"].min())
+    assert runner.train_missing(SMOKE, ["six_emotions"], ["01"], seeds=[first]) == \
+        int((st["seed"] == first).sum())
+    st = runner.status(SMOKE, "six_emotions").query("notebook == '01_baseline'")
+    assert st.loc[st["seed"] == first, "stored"].all()
+    assert not st.loc[st["seed"] != first, "stored"].any()
+
+
 def test_a_fit_held_by_a_live_process_is_skipped(fake_data_root, tmp_path):
     import os
 

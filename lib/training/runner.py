@@ -2,7 +2,7 @@
 estimate, and the workers that train the missing fits, sharing them through lock files.
 
     python -m lib.plan --profile cpu [--dataset D ...]            # stored / missing + estimate
-    python -m lib.plan --profile cpu --train [--dataset D] [--jobs 2] [--within 9000]
+    python -m lib.plan --profile cpu --train [--dataset D] [--jobs 2] [--within 9000] [--seeds 0 1]
 
 `--within S` starts only fits whose estimate still ends within S seconds of the start (a
 session's time left: a fit cut off by the session's end is lost with its machine); the
@@ -92,10 +92,11 @@ def _claim(lock: Path) -> bool:
 
 
 def train_missing(P: config.Profile, datasets: list[str], notebooks: list[str] | None = None,
-                  arm_names: list[str] | None = None, within: float | None = None) -> int:
-    """Train every missing fit of the plan (skipping fits another process holds, and with
-    `within` seconds those whose estimate would end after them); returns how many this
-    process trained."""
+                  arm_names: list[str] | None = None, within: float | None = None,
+                  seeds: list[int] | None = None) -> int:
+    """Train every missing fit of the plan (skipping fits another process holds, with
+    `within` seconds those whose estimate would end after them, and with `seeds` the other
+    seeds); returns how many this process trained."""
     from lib.training import store
 
     done, ips = 0, measured_rates(P) if within is not None else {}
@@ -106,6 +107,8 @@ def train_missing(P: config.Profile, datasets: list[str], notebooks: list[str] |
             if (notebooks and a.notebook[:2] not in notebooks) or (arm_names and a.name not in arm_names):
                 continue
             for spec in a.specs:
+                if seeds is not None and spec.seed not in seeds:
+                    continue
                 rec, data3, key = store.lookup(spec, splits, P.name)
                 if rec.exists():
                     continue
@@ -139,7 +142,8 @@ def _workers(args, jobs: int) -> int:
     cmd = [sys.executable, "-m", "lib.plan", "--train", "--jobs", "1", "--profile", args.profile,
            "--dataset", *args.dataset] + (["--only", args.only] if args.only else []) + \
         (["--arm", *args.arm] if args.arm else []) + \
-        (["--within", str(args.within)] if args.within is not None else [])
+        (["--within", str(args.within)] if args.within is not None else []) + \
+        (["--seeds", *map(str, args.seeds)] if args.seeds else [])
     cmd += ["--quiet"]  # the parent prints the plan once, after them
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FER_THREADS": "1", "FER_PLAIN_PROGRESS": "1"}
     procs = [subprocess.Popen(cmd, env=env) for _ in range(jobs)]
@@ -158,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="train without printing the plan")
     ap.add_argument("--within", type=float, default=None, metavar="S",
                     help="start only fits whose estimate ends within S seconds")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="only these seeds (e.g. two workers on seeds 0 and 1 of a long arm)")
     args = ap.parse_args(argv)
     P = config.get_profile(args.profile)
     args.profile = P.name
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             if rc:
                 return rc
         else:
-            train_missing(P, args.dataset, only, args.arm, args.within)
+            train_missing(P, args.dataset, only, args.arm, args.within, args.seeds)
         if args.quiet:
             return 0
     frames = [status(P, d) for d in args.dataset]
