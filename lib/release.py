@@ -8,8 +8,10 @@ macro-F1 over its seeds, then that arm's seed with the best validation macro-F1.
 numbers never take part in the choice. `publish` writes `models/<dataset>.pt` (the
 lib.models.save_checkpoint format, without the training state: what lib.predict needs)
 and `models/<dataset>.json` (provenance: store record and key, model, seed, profile,
-commit, validation macro-F1, test macro-F1 / accuracy / balanced accuracy, classes,
-preprocessing). The folder is $FER_MODELS_DIR, else <project root>/models.
+commit, validation macro-F1, test macro-F1 / accuracy / balanced accuracy, official test
+accuracy where the dataset has one, classes, preprocessing), then rewrites the table of
+every release in models/README.md (`table`). The folder is $FER_MODELS_DIR, else
+<project root>/models.
 
 Resolving a release name (`released`) lives in lib.models.releases, below lib.predict.
 """
@@ -134,8 +136,9 @@ def _checkpoint_of(choice: Choice) -> Path:
     return ckpt
 
 
-def _test_scores(choice: Choice, probs: dict) -> tuple[dict, tuple]:
-    """Test scores of the record's probabilities against the true labels, and the data."""
+def _test_scores(choice: Choice, probs: dict) -> tuple[dict, list, object]:
+    """Test scores of the record's probabilities against the true labels, the fit's tensors
+    and the splits."""
     import numpy as np
 
     from lib import data
@@ -153,7 +156,33 @@ def _test_scores(choice: Choice, probs: dict) -> tuple[dict, tuple]:
     test = tensors[2]
     rep = metrics.evaluate(test.labels.numpy(), np.asarray(probs["test"]), list(test.classes))
     scores = {k: float(rep[k]) for k in ("macro_f1", "accuracy", "balanced_accuracy")}
-    return {**scores, "n": int(rep["n"])}, tensors
+    return {**scores, "n": int(rep["n"])}, tensors, splits
+
+
+def _official_scores(choice: Choice, probs: dict, splits) -> dict | None:
+    """Accuracy on the dataset's official test split (FER2013's PrivateTest, the number the
+    literature reports), without and with flip TTA, from the record's probabilities there;
+    None when the dataset has no official split or the record holds none."""
+    import numpy as np
+
+    from lib.analysis import studies
+
+    if "test_official" not in probs:
+        return None
+    pre = choice.meta["spec"]
+    ds = studies.official_test(splits, pre["img_size"], pre["channels"])
+    if ds is None:
+        return None
+    y = ds.labels.numpy()
+    out = {"n": int(len(y))}
+    for name, key in (("accuracy", "test_official"), ("accuracy_flip_tta", "test_official_tta")):
+        if key in probs:
+            p = np.asarray(probs[key])
+            if len(p) != len(y):
+                raise ReleaseError(f"{choice.record.name}: {key} holds {len(p)} rows, the official "
+                                   f"test split here {len(y)}")
+            out[name] = float((p.argmax(1) == y).mean())
+    return out
 
 
 def _serialise(model, meta: dict, choice: Choice) -> bytes:
@@ -197,7 +226,7 @@ def publish(profile: str, dataset: str) -> dict:
         raise ReleaseError(f"{dataset}: {choice.record.stem} is {len(blob) / 2**20:.1f} MB, over "
                            f"the {MAX_BYTES // 2**20} MB a committed release may be")
     _, probs = store.read(choice.record)
-    test, tensors = _test_scores(choice, probs)
+    test, tensors, splits = _test_scores(choice, probs)
     diff = _val_check(model, tensors[1], probs)
     if diff > VAL_ATOL:
         raise ReleaseError(f"{ckpt}: gives val probabilities {diff:.3g} away from "
@@ -211,7 +240,8 @@ def publish(profile: str, dataset: str) -> dict:
         "recipe_version": m.get("recipe_version"), "trained_at": m.get("trained_at"),
         "params": m.get("params"), "val_macro_f1": choice.val_macro_f1,
         "arm_mean_val_macro_f1": choice.arm_mean_val_macro_f1, "arm_seeds": choice.arm_seeds,
-        "test": test, "classes": list(meta["classes"]),
+        "test": test, "test_official": _official_scores(choice, probs, splits),
+        "classes": list(meta["classes"]),
         "preprocessing": {"img_size": int(meta["img_size"]), "channels": int(meta["channels"]),
                           "face_crop": bool(meta["face_crop"])},
         "val_probs_max_abs_diff": diff, "candidates": choice.arms,
@@ -220,6 +250,51 @@ def publish(profile: str, dataset: str) -> dict:
     write_bytes(out / f"{dataset}.pt", blob)  # weights first: the json never points at nothing
     write_text(out / f"{dataset}.json", json.dumps(info, indent=1) + "\n")
     return info
+
+
+# ---------------------------------------------------------------- the models README ----
+TABLE_START, TABLE_END = "<!-- releases:start -->", "<!-- releases:end -->"
+
+
+def _input(pre: dict) -> str:
+    return f"{pre['img_size']} px {'gray' if pre['channels'] == 1 else 'RGB'}"
+
+
+def table(folder: Path | None = None) -> str:
+    """The markdown table of every release in `folder` (default models_dir()), from the
+    jsons: what was released and its held-out scores, never typed by hand."""
+    folder = folder or models_dir()
+    lines = ["| release | model (input, parameters) | plan arm, seed | val macro-F1 (arm mean, "
+             "seeds) | test macro-F1 | accuracy | balanced accuracy | test n | official test "
+             "accuracy (flip TTA) |", "|---|---|---|---|---|---|---|---|---|"]
+    for f in sorted(folder.glob("*.json")):
+        i = json.loads(f.read_text())
+        t, o = i["test"], i.get("test_official")
+        off = "–" if not o else f"{o['accuracy']:.3f}" + (
+            f" ({o['accuracy_flip_tta']:.3f})" if "accuracy_flip_tta" in o else "") + f", n = {o['n']:,}"
+        params = f", {i['params'] / 1e6:.2f}M" if i.get("params") else ""
+        lines.append(
+            f"| `{i['dataset']}` | {i['model']} ({_input(i['preprocessing'])}{params}) | "
+            f"{i['arm']}, seed {i['seed']} | {i['val_macro_f1']:.3f} ({i['arm_mean_val_macro_f1']:.3f}, "
+            f"{i['arm_seeds']}) | {t['macro_f1']:.3f} | {t['accuracy']:.3f} | "
+            f"{t['balanced_accuracy']:.3f} | {t['n']:,} | {off} |")
+    return "\n".join(lines)
+
+
+def write_table(folder: Path | None = None) -> Path | None:
+    """Rewrite the table between the markers of `folder`/README.md; None (nothing written)
+    when there is no README with both markers there."""
+    from lib.atomic import write_text
+
+    readme = (folder or models_dir()) / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text()
+    a, b = text.find(TABLE_START), text.find(TABLE_END)
+    if a < 0 or b < a:
+        return None
+    write_text(readme, text[:a + len(TABLE_START)] + "\n" + table(folder) + "\n" + text[b:])
+    return readme
 
 
 def describe(info: dict) -> str:
@@ -255,6 +330,10 @@ def _command(args: argparse.Namespace) -> int:
                       f"{a['mean_val_macro_f1']:.3f}")
         else:
             print(describe(publish(args.profile, dataset)), flush=True)
+    if not args.dry_run:
+        readme = write_table()
+        print(f"release table rewritten in {readme}" if readme else
+              f"no {models_dir() / 'README.md'} with {TABLE_START} / {TABLE_END}: no table written")
     return 0
 
 

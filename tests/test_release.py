@@ -102,6 +102,25 @@ def test_pick_takes_the_best_arm_mean_then_its_best_seed():
     assert np.isclose(table[0]["mean_val_macro_f1"], 0.6)
 
 
+def test_official_scores_read_the_records_official_probabilities(fake_data_root):
+    from lib import data
+    from lib.analysis import studies
+
+    P = config.get_profile("smoke")
+    splits = data.load_splits("fer2013", max_per_class=P.max_per_class, seed=0)
+    y = studies.official_test(splits, 48, 1).labels.numpy()
+    right, wrong = np.eye(len(splits.classes))[y], np.eye(len(splits.classes))[(y + 1) % 3]
+    wrong[: len(y) // 4] = right[: len(y) // 4]
+    choice = release.Choice("smoke", "fer2013", Path("x.json"),
+                            {"spec": {"img_size": 48, "channels": 1}}, "a", 0.5, 1, [])
+    got = release._official_scores(choice, {"test_official": right, "test_official_tta": wrong},
+                                   splits)
+    assert got == {"n": len(y), "accuracy": 1.0, "accuracy_flip_tta": (len(y) // 4) / len(y)}
+    assert release._official_scores(choice, {"test": right}, splits) is None
+    with pytest.raises(release.ReleaseError, match="official test split here"):
+        release._official_scores(choice, {"test_official": right[1:]}, splits)
+
+
 def test_publish_writes_the_chosen_fit_and_its_provenance(env):
     info, runs = env["info"], env["runs"]
     best = max((0, 1), key=lambda s: (runs[s].history.attrs["best_val_macro_f1"], -s))
@@ -131,6 +150,17 @@ def test_release_cli_and_its_errors(env, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert re.search(r"six_emotions: published .*six_emotions\.pt .*small_cnn seed \d", out)
     assert "test macro-F1" in out and (tmp_path / "models" / "six_emotions.json").is_file()
+    assert "no table written" in out
+    readme = tmp_path / "models" / "README.md"
+    readme.write_text(f"# hand text\n{release.TABLE_START}\nstale\n{release.TABLE_END}\ntail\n")
+    assert release.main(["--profile", "smoke", "--dataset", "six_emotions"]) == 0
+    assert "release table rewritten" in capsys.readouterr().out
+    text = readme.read_text()
+    info = json.loads((tmp_path / "models" / "six_emotions.json").read_text())
+    row = next(line for line in text.splitlines() if line.startswith("| `six_emotions`"))
+    assert f"| {info['test']['macro_f1']:.3f} | {info['test']['accuracy']:.3f} |" in row
+    assert row.endswith("| – |") and info["test_official"] is None  # no official split
+    assert text.startswith("# hand text\n") and text.endswith("tail\n") and "stale" not in text
     assert release.main(["--profile", "smoke", "--dataset", "fer2013"]) == 1
     assert "no stored fit" in _one_error_line(capsys)
     monkeypatch.setattr(release, "MAX_BYTES", 1000)
