@@ -166,6 +166,7 @@ def _official_scores(choice: Choice, probs: dict, splits) -> dict | None:
     import numpy as np
 
     from lib.analysis import studies
+    from lib.evaluation import metrics
 
     if "test_official" not in probs:
         return None
@@ -181,7 +182,7 @@ def _official_scores(choice: Choice, probs: dict, splits) -> dict | None:
             if len(p) != len(y):
                 raise ReleaseError(f"{choice.record.name}: {key} holds {len(p)} rows, the official "
                                    f"test split here {len(y)}")
-            out[name] = float((p.argmax(1) == y).mean())
+            out[name] = float(metrics.evaluate(y, p, list(splits.classes))["accuracy"])
     return out
 
 
