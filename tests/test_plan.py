@@ -50,6 +50,14 @@ def test_epoch_cap_arm_only_where_the_large_cap_binds():
     assert not [a for a in plan.arms(SMOKE, "fer2013") if a.name.endswith("ep")]
 
 
+def test_every_stored_ensemble_member_is_a_planned_arm():
+    # a renamed arm would drop out of 06 silently: each name must be a 03 arm somewhere
+    planned = {a.name for d in ("fer2013", "six_emotions", "facial_expressions")
+               for a in plan.arms_of(CPU, d, "03_capacity")}
+    assert set(plan.ENSEMBLE_STORED) <= planned
+    assert f"03.{plan.LONG_MODEL}@{CPU.max_epochs}ep" in plan.ENSEMBLE_STORED
+
+
 def test_estimate_scales_a_measured_rate_by_pixels():
     ips = {("mobilenet_v2", 112): 32.0}
     assert runner._rate(ips, "mobilenet_v2", 112) == 32.0

@@ -223,7 +223,7 @@ def augmentation_arms(P: config.Profile, dataset: str) -> list[Arm]:
 # these two; its other members are 03's stored fits)
 ENSEMBLE_NEW = {"ddamfn": {"sam": True}, "convnextv2_atto": {}}
 ENSEMBLE_STORED = ("03.small_cnn", "03.conv4net", "03.vgg_cnn", "03.mobilenet_v2",
-                   "03.mobilenet_v2@160", "03.vgg_cnn_from_fer2013")  # the last two where planned
+                   "03.mobilenet_v2@160", "03.vgg_cnn_from_fer2013", "03.vgg_cnn@40ep")  # the last three where planned
 # DDAMFN trains 3 images/s at 112 px with SAM on one thread (measured; MobileNetV2: 32):
 # about 66 h per fer2013 fit, so the cpu plan has it where it costs hours, not days
 DDAMFN_CPU_DATASETS = ("six_emotions",)
