@@ -95,6 +95,30 @@ def test_seeds_trains_only_those_seeds(fake_data_root):
     assert not st.loc[st["seed"] != first, "stored"].any()
 
 
+def test_workers_never_outnumber_the_missing_fits():
+    assert runner.worker_threads(2, 10, 2) == (2, 1)  # many fits: one thread each, side by side
+    assert runner.worker_threads(2, 1, 2) == (1, 2)   # one fit left: it gets both cores
+    assert runner.worker_threads(4, 2, 8) == (2, 4)
+    assert runner.worker_threads(2, 0, 2)[0] == 1     # nothing to train: one worker says so
+    assert runner.worker_threads(1, 5, 2) == (1, 1)
+
+
+def test_jobs_start_no_worker_beyond_the_fits(fake_data_root, capsys):
+    argv = ["--profile", "smoke", "--dataset", "six_emotions", "--only", "01", "--train",
+            "--jobs", "2", "--seeds", "12345", "--quiet"]  # no fit has that seed
+    assert runner.main(argv) == 0
+    assert "0 fit(s) to train: 1 worker(s)" in capsys.readouterr().out
+
+
+def test_missing_lists_what_status_calls_missing(fake_data_root):
+    st = runner.status(SMOKE, "six_emotions").query("notebook == '01_baseline'")
+    todo = list(runner.missing(SMOKE, ["six_emotions"], ["01"]))
+    assert len(todo) == int((~st["stored"]).sum()) > 0
+    first = int(st["seed"].min())
+    assert first in {t[2].seed for t in todo}
+    assert all(t[2].seed == first for t in runner.missing(SMOKE, ["six_emotions"], ["01"], seeds=[first]))
+
+
 def test_a_fit_held_by_a_live_process_is_skipped(fake_data_root, tmp_path):
     import os
 
