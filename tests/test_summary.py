@@ -218,3 +218,19 @@ def test_averages_of_seeds_are_reported_beside_the_chosen_model_not_chosen():
     line = summary.average_line(pd.concat([rows, avg]))
     assert "d soft_vote (seeds:03.a): macro-F1 0.700" in line
     assert summary.average_line(rows) == ""
+
+
+def test_classes_never_right_cap_macro_f1():
+    rows = _rows()
+    rows["f1_a"], rows["f1_b"], rows["f1_c"] = 0.8, 0.5, 0.0
+    # one seed of the chosen model gets class b wrong too: b is not zero in EVERY seed
+    rows.loc[(rows["model"] == "A") & (rows["seed"] == 1), "f1_b"] = 0.0
+    best = summary.best_per_dataset(summary.leaderboard(rows))
+    z = summary.zero_classes(best, rows)
+    assert list(z["zero"]) == ["c"] and int(z["classes"].iloc[0]) == 3
+    assert z["ceiling"].iloc[0] == pytest.approx(2 / 3)
+    from lib.reporting import findings
+    (line,) = findings.zero_classes(z)
+    assert "no test image of c right" in line and "0.667" in line
+    rows["f1_c"] = 0.1  # every class learned somewhere: nothing to say
+    assert summary.zero_classes(best, rows).empty

@@ -183,6 +183,14 @@ def selected(best: pd.DataFrame) -> list[str]:
             for b in best.itertuples()]
 
 
+def zero_classes(table: pd.DataFrame) -> list[str]:
+    """Per dataset where the chosen model scores F1 0 on some classes in every seed: which,
+    and the macro-F1 ceiling that leaves (each class counts 1/K)."""
+    return [f"{r.dataset}: the chosen {r.model} gets no test image of {r.zero} right in any seed "
+            f"(F1 0); with {r.classes} classes counted equally, macro-F1 cannot exceed "
+            f"{r.ceiling:.3f} until they are learned." for r in table.itertuples()]
+
+
 def beaten(table: pd.DataFrame) -> list[str]:
     """From overview.beaten: how many seed-study numbers ours beats beyond two standard
     errors, and the ones it does not."""

@@ -110,6 +110,26 @@ def best_per_dataset(board: pd.DataFrame, exclude=CONTROLS + OTHER_TASKS,
         .groupby("dataset").head(1).sort_values("dataset")
 
 
+def zero_classes(best: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, the classes the chosen model never gets right on test (F1 0 in every
+    seed), with the number of classes and the macro-F1 the others would allow at best: the
+    ceiling a class with a handful of test images puts on macro-F1."""
+    out = []
+    for b in best.itertuples():
+        test = rows[(rows["split"] == "test")]
+        for k in KEYS:
+            test = test[test[k].fillna("-").astype(str) == str(getattr(b, k))]
+        f1 = test[[c for c in test.columns if c.startswith("f1_") and c not in ("f1_lo", "f1_hi")]]
+        f1 = f1.dropna(axis=1, how="all")
+        if f1.empty:
+            continue
+        zero = [c.removeprefix("f1_") for c in f1.columns if (f1[c].fillna(0) == 0).all()]
+        if zero:
+            out.append({"dataset": b.dataset, "model": b.model, "classes": len(f1.columns),
+                        "zero": ", ".join(zero), "ceiling": 1 - len(zero) / len(f1.columns)})
+    return pd.DataFrame(out, columns=["dataset", "model", "classes", "zero", "ceiling"])
+
+
 def chance_floor(rows: pd.DataFrame) -> pd.Series:
     """Per dataset, the upper end of 00_eda's chance interval on test macro-F1 (the highest
     bootstrap bound of its majority and prior-guess predictors)."""
@@ -241,8 +261,16 @@ def readme_table(profile: str = "cpu") -> str:
             f"{official_text} | "
             f"{_peer(peer, b['dataset'])} | "
             f"{theirs} |")
-    return "\n".join(lines) + average_line(rows) + training_time(profile) + chance_line(rows) \
-        + beaten_table(rows)
+    return "\n".join(lines) + zero_line(best, rows) + average_line(rows) + training_time(profile) \
+        + chance_line(rows) + beaten_table(rows)
+
+
+def zero_line(best: pd.DataFrame, rows: pd.DataFrame) -> str:
+    """The classes a chosen model never gets right, and the macro-F1 ceiling they leave."""
+    from lib.reporting.findings import zero_classes as sentences
+
+    lines = sentences(zero_classes(best, rows))
+    return "\n\n" + " ".join(lines) if lines else ""
 
 
 def average_line(rows: pd.DataFrame) -> str:
