@@ -115,17 +115,12 @@ def zero_classes(best: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     seed), with the number of classes and the macro-F1 the others would allow at best: the
     ceiling a class with a handful of test images puts on macro-F1."""
     out = []
-    for b in best.itertuples():
-        test = rows[(rows["split"] == "test")]
-        for k in KEYS:
-            test = test[test[k].fillna("-").astype(str) == str(getattr(b, k))]
-        f1 = test[[c for c in test.columns if c.startswith("f1_") and c not in ("f1_lo", "f1_hi")]]
-        f1 = f1.dropna(axis=1, how="all")
-        if f1.empty:
-            continue
+    for (dataset, model), g in _rows_of(rows, best, "test").groupby(["dataset", "model"]):
+        f1 = g[[c for c in g.columns if c.startswith("f1_") and c not in ("f1_lo", "f1_hi")]]
+        f1 = f1.dropna(axis=1, how="all")  # another dataset's classes
         zero = [c.removeprefix("f1_") for c in f1.columns if (f1[c].fillna(0) == 0).all()]
         if zero:
-            out.append({"dataset": b.dataset, "model": b.model, "classes": len(f1.columns),
+            out.append({"dataset": dataset, "model": model, "classes": len(f1.columns),
                         "zero": ", ".join(zero), "ceiling": 1 - len(zero) / len(f1.columns)})
     return pd.DataFrame(out, columns=["dataset", "model", "classes", "zero", "ceiling"])
 
@@ -199,14 +194,19 @@ def beaten(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _rows_of(rows: pd.DataFrame, best: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of one split that belong to the chosen entries (matched on KEYS)."""
+    r = rows[rows["split"] == split]
+    r = r.assign(**{k: r[k].fillna("-").astype(str) for k in KEYS})
+    return r.merge(best[KEYS].astype(str), on=KEYS)
+
+
 def official(rows: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     """Per chosen entry, its accuracy on the dataset's official test split (FER2013's 3,589
     PrivateTest images, duplicates of training images included: the number the literature
     reports): mean, std and seeds over the same entry's 'test_official' rows; NaN where the
     dataset has none. The choice stays the validation one: this only reads it elsewhere."""
-    off = rows[rows["split"] == "test_official"]
-    off = off.assign(**{k: off[k].fillna("-").astype(str) for k in KEYS})
-    g = off.groupby(KEYS)["accuracy"].agg(official_accuracy_mean="mean",
+    g = _rows_of(rows, best, "test_official").groupby(KEYS)["accuracy"].agg(official_accuracy_mean="mean",
                                           official_accuracy_std="std",
                                           official_seeds="count").reset_index()
     return best[KEYS].merge(g, on=KEYS, how="left").set_index("dataset")

@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import time
+from itertools import islice
 from pathlib import Path
 
 import pandas as pd
@@ -149,7 +150,7 @@ def worker_threads(jobs: int, todo: int, cores: int) -> tuple[int, int]:
     2 cores for many fits, measured), but no more workers than fits, the cores split between
     them: one long fit left gets every core (fer2013 vgg_cnn: 168 s an epoch on 2 threads
     alone against 300 s on 1 thread beside a partner, on one 2-core machine)."""
-    workers = max(1, min(jobs, todo))
+    workers = max(1, min(jobs, todo))  # todo may be counted only up to jobs
     return workers, max(1, cores // workers) if workers < jobs else 1
 
 
@@ -159,9 +160,13 @@ def _workers(args, jobs: int) -> int:
 
     P = config.get_profile(args.profile)
     only = [o.strip().zfill(2) for o in args.only.split(",")] if args.only else None
-    todo = sum(1 for _ in missing(P, args.dataset, only, args.arm, args.seeds))
+    # enough to size the workers: stop at `jobs` missing fits (the workers look them up again)
+    todo = sum(1 for _ in islice(missing(P, args.dataset, only, args.arm, args.seeds), jobs))
+    if not todo:
+        print("plan: no fit to train", flush=True)
+        return 0
     workers, threads = worker_threads(jobs, todo, os.cpu_count() or 1)
-    print(f"plan: {todo} fit(s) to train: {workers} worker(s), {threads} thread(s) each", flush=True)
+    print(f"plan: {workers} worker(s), {threads} thread(s) each", flush=True)
 
     cmd = [sys.executable, "-m", "lib.plan", "--train", "--jobs", "1", "--profile", args.profile,
            "--dataset", *args.dataset] + (["--only", args.only] if args.only else []) + \
