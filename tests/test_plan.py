@@ -48,6 +48,10 @@ def test_epoch_cap_arm_only_where_the_large_cap_binds():
     assert {**long.specs[0].recipe, "epochs": short.recipe["epochs"]} == short.recipe  # one change
     assert not [a for a in plan.arms(CPU, "facial_expressions") if a.name.endswith("ep")]
     assert not [a for a in plan.arms(SMOKE, "fer2013") if a.name.endswith("ep")]
+    erase = fer[f"03.{plan.LONG_MODEL}_erase@{CPU.max_epochs}ep"]  # one change against the long arm
+    assert [s.seed for s in erase.specs] == list(CPU.seeds)
+    assert {**erase.specs[0].recipe, "augment": long.specs[0].recipe["augment"]} == long.specs[0].recipe
+    assert erase.specs[0].recipe["augment"] == plan.LONG_AUGMENT != long.specs[0].recipe["augment"]
 
 
 def test_every_stored_ensemble_member_is_a_planned_arm():
@@ -56,6 +60,7 @@ def test_every_stored_ensemble_member_is_a_planned_arm():
                for a in plan.arms_of(CPU, d, "03_capacity")}
     assert set(plan.ENSEMBLE_STORED) <= planned
     assert f"03.{plan.LONG_MODEL}@{CPU.max_epochs}ep" in plan.ENSEMBLE_STORED
+    assert f"03.{plan.LONG_MODEL}_erase@{CPU.max_epochs}ep" in plan.ENSEMBLE_STORED
 
 
 def test_estimate_scales_a_measured_rate_by_pixels():

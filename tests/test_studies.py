@@ -51,6 +51,8 @@ def test_base_arm_of_a_variant_arm():
     assert studies.base_arm("03.vgg_cnn_from_fer2013", names) == "03.vgg_cnn"
     assert studies.base_arm("03.mobilenet_v2@160", names) is None  # its plain arm is absent
     assert studies.base_arm("03.small_cnn", names) is None
+    assert studies.base_arm("03.vgg_cnn_erase@40ep", names) == "03.vgg_cnn@40ep"
+    assert studies.base_arm("03.vgg_cnn_erase@40ep", names - {"03.vgg_cnn@40ep"}) == "03.vgg_cnn"
 
 
 def test_missing_arms_are_listed_not_trained(fake_data_root, monkeypatch):

@@ -180,9 +180,15 @@ def versus(arms: dict, ref: str, split: str = "test", bootstrap: int = 1000) -> 
 def base_arm(name: str, names) -> str | None:
     """The plain arm of the same model that a variant arm changes one thing of:
     '03.mobilenet_v2' for '03.mobilenet_v2@160' (input size), '03.vgg_cnn' for
-    '03.vgg_cnn@40ep' (epoch cap) and for '03.vgg_cnn_from_fer2013' (initialisation);
-    None when there is no such arm among `names`."""
-    stem = name.split("@")[0].split("_from_")[0]
+    '03.vgg_cnn@40ep' (epoch cap) and for '03.vgg_cnn_from_fer2013' (initialisation),
+    '03.vgg_cnn@40ep' for '03.vgg_cnn_erase@40ep' (augmentation, same cap; the plain
+    '03.vgg_cnn' where that arm is absent); None when there is no such arm among `names`."""
+    head, at, cap = name.partition("@")
+    if head.endswith("_erase"):
+        same_cap = head[:-len("_erase")] + at + cap
+        if same_cap in names:
+            return same_cap
+    stem = head.split("_from_")[0].removesuffix("_erase")
     return stem if stem != name and stem in names else None
 
 

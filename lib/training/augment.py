@@ -17,6 +17,9 @@ Policies (`available()`):
   shift     flip + a random integer shift of up to 1/12 of the side (reflect-padded): exact
             pixels, no resampling; the fast default for 48 px grayscale (measured: a bilinear
             sub-pixel crop cost about 5 points of fer2013 accuracy at 48 px)
+  shift_erase  shift + random erasing (p=.5, up to 20 % of the face, mid-grey): the
+            regulariser for fer2013's 40-epoch fits, whose validation loss rises from
+            about epoch 22 while training accuracy reaches .82 against .64 on validation
   strong    flip + TrivialAugment-style op (one random op per image, uniform magnitude) +
             random erasing
 
@@ -295,6 +298,7 @@ POLICIES: dict[str, list[Op]] = {
     "rotate": [op_rotate],
     "standard": [_standard],
     "shift": [op_flip, op_shift],
+    "shift_erase": [op_flip, op_shift, op_erase],
     "targeted": [_targeted],
     "strong": [op_flip, op_trivial, op_erase],
 }

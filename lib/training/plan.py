@@ -223,7 +223,8 @@ def augmentation_arms(P: config.Profile, dataset: str) -> list[Arm]:
 # these two; its other members are 03's stored fits)
 ENSEMBLE_NEW = {"ddamfn": {"sam": True}, "convnextv2_atto": {}}
 ENSEMBLE_STORED = ("03.small_cnn", "03.conv4net", "03.vgg_cnn", "03.mobilenet_v2",
-                   "03.mobilenet_v2@160", "03.vgg_cnn_from_fer2013", "03.vgg_cnn@40ep")  # the last three where planned
+                   "03.mobilenet_v2@160", "03.vgg_cnn_from_fer2013", "03.vgg_cnn@40ep",
+                   "03.vgg_cnn_erase@40ep")  # the last four where planned
 # DDAMFN trains 3 images/s at 112 px with SAM on one thread (measured; MobileNetV2: 32):
 # about 66 h per fer2013 fit, so the cpu plan has it where it costs hours, not days
 DDAMFN_CPU_DATASETS = ("six_emotions",)
@@ -312,6 +313,7 @@ def resolution_arms(P: config.Profile, dataset: str) -> list[Arm]:
 # binds), so it also trains at the small-set cap; on facial_expressions it stops early
 LONG_DATASETS = ("fer2013",)
 LONG_MODEL = "vgg_cnn"
+LONG_AUGMENT = "shift_erase"  # the 40-epoch fits overfit from about epoch 22 on "shift"
 
 
 def schedule_arms(P: config.Profile, dataset: str) -> list[Arm]:
@@ -319,9 +321,15 @@ def schedule_arms(P: config.Profile, dataset: str) -> list[Arm]:
     sets' `P.large_epochs`, every seed (07 chooses between the two caps on validation)."""
     if dataset not in LONG_DATASETS or not P.large_epochs or P.large_epochs >= P.max_epochs:
         return []
-    specs = _specs(P, dataset, LONG_MODEL, tuple(P.seeds), changes={"epochs": P.max_epochs})
+    seeds = tuple(P.seeds)
+    specs = _specs(P, dataset, LONG_MODEL, seeds, changes={"epochs": P.max_epochs})
+    erase = _specs(P, dataset, LONG_MODEL, seeds,
+                   changes={"epochs": P.max_epochs, "augment": LONG_AUGMENT})
     return [Arm("03_capacity", f"03.{LONG_MODEL}@{P.max_epochs}ep", specs,
-                f"every seed, {P.max_epochs} epochs against {P.large_epochs}")]
+                f"every seed, {P.max_epochs} epochs against {P.large_epochs}"),
+            Arm("03_capacity", f"03.{LONG_MODEL}_erase@{P.max_epochs}ep", erase,
+                f"every seed, {P.max_epochs} epochs with random erasing added to the "
+                f"default augmentation (the longer fits overfit: validation loss rises)")]
 
 
 # the other 48 px grayscale face sets also start a small CNN from its FER2013 fit (28,709
