@@ -184,12 +184,9 @@ def base_arm(name: str, names) -> str | None:
     '03.vgg_cnn@40ep' for '03.vgg_cnn_erase@40ep' (augmentation, same cap; the plain
     '03.vgg_cnn' where that arm is absent); None when there is no such arm among `names`."""
     head, at, cap = name.partition("@")
-    if head.endswith("_erase"):
-        same_cap = head[:-len("_erase")] + at + cap
-        if same_cap in names:
-            return same_cap
-    stem = head.split("_from_")[0].removesuffix("_erase")
-    return stem if stem != name and stem in names else None
+    plain = head.split("_from_")[0].removesuffix("_erase")
+    # the same cap or size first, so a changed augmentation is compared with one thing changed
+    return next((c for c in (plain + at + cap, plain) if c != name and c in names), None)
 
 
 def versus_base(arms: dict, split: str = "test", bootstrap: int = 1000) -> pd.DataFrame:
