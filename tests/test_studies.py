@@ -39,6 +39,9 @@ def test_fits_rows_and_official_rows_from_the_store(fake_data_root, monkeypatch)
     ep = store.meta_of(run.record)["spec"]["recipe"]["epochs"]  # ... and after its epoch cap
     assert studies.model_label(f"03.small_cnn@{ep}ep", run) == f"small_cnn@{ep}ep"
     assert studies.model_label(f"03.small_cnn@{ep + 1}ep", run) == "small_cnn"
+    # a recipe variant named after its model keeps its own label (its seeds are not pooled)
+    assert studies.model_label(f"03.small_cnn_erase@{ep}ep", run) == f"small_cnn_erase@{ep}ep"
+    assert studies.model_label("03.small_cnn_erase", run) == "small_cnn_erase"
     same = {"03.small_cnn": arms["01.small_cnn"], "03.small_cnn@40ep": arms["01.small_cnn"]}
     t = studies.versus_base(same, bootstrap=50)  # a variant arm against its plain arm
     assert list(t["comparison"]) == ["small_cnn@40ep vs small_cnn"] and t["diff"].abs().max() == 0

@@ -64,17 +64,20 @@ def variant(run: experiment.Run) -> str:
 def model_label(arm_name: str, run: experiment.Run) -> str:
     """The model column of a run: its model, plus '@<px>' for an arm named after the input
     size it trains at ('03.mobilenet_v2@160'), '@<n>ep' for one named after its epoch cap
-    ('03.vgg_cnn@40ep') and '+<dataset>' for a fit started from another dataset's fit
-    ('vgg_cnn+fer2013'), so two sizes, caps or starts of one model stay apart."""
+    ('03.vgg_cnn@40ep'), '+<dataset>' for a fit started from another dataset's fit
+    ('vgg_cnn+fer2013') and the arm's suffix for a recipe variant named after its model
+    ('vgg_cnn_erase@40ep'), so two sizes, caps, starts or recipes of one model stay apart."""
     if not run.record:
         return run.name
     spec = store.meta_of(run.record)["spec"]  # one read of the record
     if spec.get("init"):
         return f"{run.name}+{spec['init']['dataset']}"
-    _, at, tag = arm_name.rpartition("@")
+    head, at, tag = arm_name.partition("@")
+    head = head.split(".", 1)[-1]  # '03.vgg_cnn_erase' -> 'vgg_cnn_erase'
+    name = head if head.startswith(run.name + "_") else run.name
     n, is_epochs = (tag[:-2], True) if tag.endswith("ep") else (tag, False)
     held = spec["recipe"]["epochs"] if is_epochs else spec["img_size"]
-    return f"{run.name}@{tag}" if at and n.isdigit() and held == int(n) else run.name
+    return f"{name}@{tag}" if at and n.isdigit() and held == int(n) else name
 
 
 def arm_rows(arms: dict, experiment_name: str) -> list[dict]:
