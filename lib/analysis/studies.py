@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lib.analysis.arms import arm_id
 from lib.models import classical
 from lib import data
 from lib.training import experiment, plan, store
@@ -73,7 +74,7 @@ def model_label(arm_name: str, run: experiment.Run) -> str:
     if spec.get("init"):
         return f"{run.name}+{spec['init']['dataset']}"
     head, at, tag = arm_name.partition("@")
-    head = head.split(".", 1)[-1]  # '03.vgg_cnn_erase' -> 'vgg_cnn_erase'
+    head = arm_id(head)  # '03.vgg_cnn_erase' -> 'vgg_cnn_erase'
     name = head if head.startswith(run.name + "_") else run.name
     n, is_epochs = (tag[:-2], True) if tag.endswith("ep") else (tag, False)
     held = spec["recipe"]["epochs"] if is_epochs else spec["img_size"]
