@@ -302,3 +302,16 @@ def test_export_onnx_matches_torch(env, tmp_path, capsys):
     assert np.abs(got - want.to_numpy()).max() <= 1e-4
     assert export.main(["--onnx", "--model", "nope"]) == 1
     assert "no release 'nope'" in _one_error_line(capsys)
+
+
+def test_a_released_fit_rebuilds_from_its_release_without_checkpoints(env, tmp_path, monkeypatch):
+    # a fresh clone has no checkpoints: the released fit's model comes from models/, the
+    # other seed's is still refused with the readable error
+    monkeypatch.setenv("FER_CKPT_DIR", str(tmp_path / "no_ckpts"))
+    info, runs = env["info"], env["runs"]
+    model = store.model_of(replace(runs[info["seed"]], model=None))
+    want, _ = models.load_checkpoint(Path(env["env"]["FER_MODELS_DIR"]) / "six_emotions.pt")
+    for (k, a), b in zip(model.state_dict().items(), want.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(FileNotFoundError, match="checkpoints are not committed"):
+        store.model_of(replace(runs[1 - info["seed"]], model=None))
