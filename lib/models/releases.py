@@ -5,6 +5,7 @@ prediction never loads the store.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,6 +21,18 @@ class ReleaseError(LookupError):
 def models_dir() -> Path:
     """Where releases live: $FER_MODELS_DIR, else <project root>/models (committed)."""
     return Path(os.environ.get("FER_MODELS_DIR") or config.ROOT / "models")
+
+
+def of_record(record: Path) -> Path | None:
+    """The release published from this very store record (models/<dataset>.json names it),
+    or None: a fresh clone has no checkpoints, but a released fit's weights are committed."""
+    info_file = models_dir() / f"{record.parent.name}.json"
+    if not info_file.is_file():
+        return None
+    info = json.loads(info_file.read_text())
+    # the record name carries the fit's key, so a republished release no longer matches
+    same = info.get("record") == f"{record.parent.parent.name}/{record.parent.name}/{record.name}"
+    return models_dir() / info["file"] if same else None
 
 
 def released(name: str | None = None) -> Path:

@@ -283,24 +283,12 @@ def model_of(run: experiment.Run):
     rec = Path(run.record)
     ckpt = checkpoint_dir(rec.parent.parent.name, rec.parent.name) / (rec.stem + ".pt")
     if not ckpt.exists():
-        ckpt = released_checkpoint(rec) or ckpt
+        ckpt = releases.of_record(rec) or ckpt
     if not ckpt.exists():
         raise FileNotFoundError(f"{ckpt} is not here (checkpoints are not committed); "
                                 "delete the record to retrain, or copy the checkpoint")
     run.model = models.load_checkpoint(ckpt, config.device())[0]
     return run.model
-
-
-def released_checkpoint(record: Path) -> Path | None:
-    """The committed release (models/<dataset>.pt) of this very fit, if one was published
-    from it: a fresh clone has no checkpoints, but a released fit's weights are committed."""
-    folder = releases.models_dir()
-    name = f"{record.parent.parent.name}/{record.parent.name}/{record.name}"
-    for info_file in sorted(folder.glob("*.json")):
-        info = json.loads(info_file.read_text())
-        if info.get("record") == name and info.get("key") == record.stem.rsplit("-", 1)[-1]:
-            return folder / info["file"]
-    return None
 
 
 def extra_probs(run: experiment.Run, name: str, ds, predict=None) -> np.ndarray:
