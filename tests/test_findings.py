@@ -98,3 +98,13 @@ def test_tta_sentence_pairs_seeds_and_says_what_validation_prefers():
     assert "better with TTA; validation prefers it with TTA." in line
     # no TTA rows: nothing to say
     assert findings.tta([r for r in rows if "+flip" not in r["variant"]]) == []
+
+
+def test_best_value_names_its_lead_and_the_values_it_chose_among():
+    rows = [{"variant": v, "split": s, "macro_f1": f, "accuracy": f}
+            for v, f in (("s@0", 0.50), ("s@1", 0.47)) for s in ("val", "test")]
+    (line,) = findings.best_value("strength", rows)
+    assert "prefers strength s@0 (0.500, 0.030 ahead of s@1; one fit each" in line
+    assert "among the 2 stored: s@0, s@1" in line
+    assert findings.best_value("strength", rows[:2]) == []  # one value is not a choice
+    assert findings.best_value("strength", []) == []

@@ -114,9 +114,22 @@ def sweep(sweep_rows, cv_rows) -> list[str]:
     return out
 
 
-def best_value(what: str, value, metric: str = "macro-F1") -> list[str]:
-    """'Validation prefers <what> <value>' (nothing until the candidates are stored)."""
-    return [] if value is None else [f"Validation {metric} prefers {what} {value}."]
+def best_value(what: str, rows: list[dict], by: str = "variant", metric: str = "macro_f1") -> list[str]:
+    """'Validation prefers <what> <value>' with its lead over the runner-up and the values
+    it was chosen among (nothing until two are stored): a choice among 2 of 5 planned
+    values must not read like the sweep's answer."""
+    df = results.frame(rows)
+    if df.empty:
+        return []
+    val = df[df["split"] == "val"].groupby(by, sort=False)[metric].agg(["mean", "size"])
+    if len(val) < 2:
+        return []
+    val = val.sort_values("mean", ascending=False, kind="stable")
+    (best, second), (b, s) = val.index[:2], val["mean"].iloc[:2]
+    runs = "one fit each" if (val["size"] == 1).all() else "mean over its fits"
+    return [f"Validation {metric.replace('_', '-')} prefers {what} {best} ({b:.3f}, "
+            f"{b - s:.3f} ahead of {second}; {runs}, no test), chosen among the "
+            f"{len(val)} stored: {', '.join(map(str, val.index))}."]
 
 
 def sentiment(table: pd.DataFrame, model: str | None) -> list[str]:
