@@ -139,3 +139,24 @@ def test_cli_prints_the_plan(fake_data_root, capsys):
     out = capsys.readouterr().out
     assert "01.small_cnn" in out and "0 of" in out and "missing about" in out
     assert store.records("smoke").empty
+
+
+class _Splits(dict):
+    """Only what main_contributor reads: the train and test manifests."""
+
+
+def test_the_contributor_arm_is_declared_from_the_data():
+    import pandas as pd
+
+    two = _Splits(train=pd.DataFrame({"source": ["a", "a", "b"]}), test=pd.DataFrame({"source": ["a", "b"]}))
+    assert plan.main_contributor(two) == "a"
+    (arm,) = plan.contributor_arms(CPU, "facial_expressions", two)
+    base = plan.arm(CPU, "facial_expressions", "01.small_cnn")
+    assert [s.subset for s in arm.specs] == ["contributor:a"] * len(base.specs)
+    assert [s.seed for s in arm.specs] == [s.seed for s in base.specs]
+    assert arm.name in {a.name for a in plan.arms(CPU, "facial_expressions", two)}
+    assert arm.name not in {a.name for a in plan.arms(CPU, "facial_expressions")}  # no data, no arm
+    alone = _Splits(train=pd.DataFrame({"source": ["a", "a"]}), test=pd.DataFrame({"source": ["a"]}))
+    only_own = _Splits(train=two["train"], test=pd.DataFrame({"source": ["a"]}))
+    assert plan.contributor_arms(CPU, "facial_expressions", alone) == []
+    assert plan.main_contributor(only_own) is None  # nobody else in test: no shift to measure

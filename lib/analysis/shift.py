@@ -9,7 +9,6 @@ flip TTA, AdaBN and few-shot fine-tuning on one target, and the shift between co
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -118,13 +117,10 @@ def mean_f1(evals: Sequence) -> float:
 
 
 def contributor(splits) -> str | None:
-    """The contributor (manifest `source`) with the most training rows, when there are
-    several and the others have test rows; else None."""
-    by = splits["train"]["source"].astype(str).value_counts()
-    if len(by) < 2:
-        return None
-    others = splits["test"][splits["test"]["source"].astype(str) != by.index[0]]
-    return str(by.index[0]) if len(others) else None
+    """The contributor 05 trains on alone (lib.training.plan.main_contributor), or None."""
+    from lib.training import plan
+
+    return plan.main_contributor(splits)
 
 
 def contributor_sets(splits, who: str, spec) -> dict:
@@ -139,11 +135,11 @@ def contributor_sets(splits, who: str, spec) -> dict:
             for n, f in frames.items() if len(f)}
 
 
-def contributor_specs(P, dataset: str, who: str) -> list:
-    """01's SmallCNN specs (every seed) trained on one contributor's rows only."""
+def contributor_specs(P, dataset: str, splits) -> list:
+    """The plan's contributor arm: 01's SmallCNN specs (every seed) on one contributor's rows."""
     from lib.training import plan
 
-    return [replace(s, subset=f"contributor:{who}") for s in plan.arm(P, dataset, "01.small_cnn").specs]
+    return [s for a in plan.contributor_arms(P, dataset, splits) for s in a.specs]
 
 
 def finetune_config(P, n_shared: int) -> Callable[[int, str], train.Config]:

@@ -22,7 +22,7 @@ def fits(P, dataset: str, splits, notebook: str, names: tuple[str, ...] | None =
     missing unless FER_STORE_TRAIN=0; then an arm keeps only its stored seeds, and an arm
     without any is left out and listed by `missing`)."""
     out = {}
-    for a in plan.arms_of(P, dataset, notebook):
+    for a in plan.arms_of(P, dataset, notebook, splits):
         if (names and a.name not in names) or (section and a.section != section):
             continue
         runs = []
@@ -49,7 +49,7 @@ def plan_table(P, dataset: str, notebook: str, section: str | None = None) -> pd
 def missing(P, dataset: str, splits, notebook: str, section: str | None = None) -> pd.DataFrame:
     """The planned fits of a notebook (or one section) not in the store (arm, model, seed)."""
     rows = [{"arm": a.name, "model": s.model, "seed": s.seed}
-            for a in plan.arms_of(P, dataset, notebook) for s in a.specs
+            for a in plan.arms_of(P, dataset, notebook, splits) for s in a.specs
             if (section is None or a.section == section) and not store.has(s, splits, P.name)]
     return pd.DataFrame(rows, columns=["arm", "model", "seed"])
 

@@ -267,8 +267,32 @@ def shift_arms(P: config.Profile, dataset: str) -> list[Arm]:
                 "every seed, paired with 01's baseline fits")]
 
 
-def arms(P: config.Profile, dataset: str) -> list[Arm]:
-    """Every arm of the series on one dataset, in training order."""
+def main_contributor(splits) -> str | None:
+    """The contributor (manifest `source`) with the most training rows, when there are
+    several and the others have test rows; else None."""
+    by = splits["train"]["source"].astype(str).value_counts()
+    if len(by) < 2:
+        return None
+    others = splits["test"][splits["test"]["source"].astype(str) != by.index[0]]
+    return str(by.index[0]) if len(others) else None
+
+
+def contributor_arms(P: config.Profile, dataset: str, splits) -> list[Arm]:
+    """05's shift inside a dataset: 01's SmallCNN (every seed) trained on the main
+    contributor's rows only. Which contributor is read from the data, so this arm is
+    declared only where the caller has the splits (the plan's listing and training do)."""
+    who = main_contributor(splits)
+    if who is None:
+        return []
+    base = arm(P, dataset, "01.small_cnn")
+    specs = tuple(replace(s, subset=f"contributor:{who}") for s in base.specs)
+    return [Arm("05_domain_shift", "05.contributor", specs,
+                f"every seed of {base.name} on contributor {who}'s rows, tested on the others")]
+
+
+def arms(P: config.Profile, dataset: str, splits=None) -> list[Arm]:
+    """Every arm of the series on one dataset, in training order; with the dataset's
+    `splits`, also the arms whose fits depend on the data (05's contributor arm)."""
     seeds, one = tuple(P.seeds), tuple(P.seeds[:1])
     out = [
         Arm("01_baseline", "01.small_cnn", _specs(P, dataset, "small_cnn", seeds, "study000"),
@@ -288,8 +312,8 @@ def arms(P: config.Profile, dataset: str) -> list[Arm]:
         out.append(Arm("03_capacity", f"03.{m}", _specs(P, dataset, m, seeds if many else one),
                        note))
     out += resolution_arms(P, dataset) + schedule_arms(P, dataset) + transfer_arms(P, dataset)
-    return (out + study_arms(P, dataset) + augmentation_arms(P, dataset) + ensemble_arms(P, dataset)
-            + shift_arms(P, dataset))
+    out += study_arms(P, dataset) + augmentation_arms(P, dataset) + ensemble_arms(P, dataset)
+    return out + shift_arms(P, dataset) + (contributor_arms(P, dataset, splits) if splits is not None else [])
 
 
 # ImageNet features are learned at 224 px; on the photo dataset (faces a fraction of a scene)
@@ -364,5 +388,6 @@ def arm(P: config.Profile, dataset: str, name: str) -> Arm:
     return found[name]
 
 
-def arms_of(P: config.Profile, dataset: str, notebook: str) -> list[Arm]:
-    return [a for a in arms(P, dataset) if a.notebook == notebook]
+def arms_of(P: config.Profile, dataset: str, notebook: str, splits=None) -> list[Arm]:
+    """One notebook's arms (with `splits`, also those declared from the data)."""
+    return [a for a in arms(P, dataset, splits) if a.notebook == notebook]

@@ -51,7 +51,7 @@ def status(P: config.Profile, dataset: str) -> pd.DataFrame:
     splits = _splits(P, dataset)
     ips = measured_rates(P)
     rows = []
-    for a in arms(P, dataset):
+    for a in arms(P, dataset, splits):
         for spec in a.specs:
             rec, data3, key = store.lookup(spec, splits, P.name)
             est = estimate(spec, len(data3[0]), ips)
@@ -100,7 +100,7 @@ def missing(P: config.Profile, datasets: list[str], notebooks: list[str] | None 
 
     for dataset in datasets:
         splits = _splits(P, dataset)
-        for a in arms(P, dataset):
+        for a in arms(P, dataset, splits):
             if (notebooks and a.notebook[:2] not in notebooks) or (arm_names and a.name not in arm_names):
                 continue
             for spec in a.specs:
