@@ -138,6 +138,7 @@ def test_cli_prints_the_plan(fake_data_root, capsys):
     assert runner.main(["--profile", "smoke", "--dataset", "six_emotions"]) == 0
     out = capsys.readouterr().out
     assert "01.small_cnn" in out and "0 of" in out and "missing about" in out
+    assert "six_emotions: 04's after arms are derived by the notebook" in out and "; 0 stored" in out
     assert store.records("smoke").empty
 
 

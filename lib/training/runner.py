@@ -229,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{d}: {int(g['stored'].sum())} of {len(g)} fits stored ({spent / 3600:.2f} h of "
               f"training so far); missing about {g['estimate_s'].sum() / 3600:.1f} h of "
               "one-thread training")
+        # 04's after arms come from 02's choice and a probe of those fits' models, so no
+        # listing can declare them ahead; say how many are stored and what trains them
+        after = int((rec["dataset"] == d).mul(rec["augment"] == "targeted").sum()) if not rec.empty else 0
+        print(f"{d}: 04's after arms are derived by the notebook from 02's stored fits, so they are "
+              f"not listed above; {after} stored (`python -m lib.run --dataset {d} --only 04` trains them)")
     return 0
 
 

@@ -319,7 +319,8 @@ def find(profile: str, dataset: str, spec: FitSpec) -> dict | None:
 
 
 def records(profile: str, dataset: str | None = None) -> pd.DataFrame:
-    """One row per stored fit: dataset, model, seed, subset, key, images/s and train time."""
+    """One row per stored fit: dataset, model, seed, subset, augmentation, key, images/s and
+    train time."""
     out = []
     for rec in sorted(root().glob(f"{profile}/{dataset or '*'}/*.json")):
         meta = json.loads(rec.read_text())
@@ -329,6 +330,7 @@ def records(profile: str, dataset: str | None = None) -> pd.DataFrame:
         out.append({"dataset": meta["dataset"], "model": meta["spec"]["model"],
                     "seed": meta["spec"]["seed"], "subset": meta["spec"]["subset"],
                     "img_size": meta["spec"]["img_size"], "key": meta["key"],
+                    "augment": meta["spec"]["recipe"].get("augment", "none"),
                     "epochs": a["epochs_run"], "best_epoch": a["best_epoch"],
                     "best_val_macro_f1": a["best_val_macro_f1"],
                     "train_seconds": a["train_seconds"], "threads": meta["seconds"]["threads"],
