@@ -138,8 +138,30 @@ def test_cli_prints_the_plan(fake_data_root, capsys):
     assert runner.main(["--profile", "smoke", "--dataset", "six_emotions"]) == 0
     out = capsys.readouterr().out
     assert "01.small_cnn" in out and "0 of" in out and "missing about" in out
-    assert "six_emotions: 04's after arms are derived by the notebook" in out and "; 0 stored" in out
     assert store.records("smoke").empty
+
+
+def test_04s_after_arms_are_planned_once_02s_policy_arms_are_stored(fake_data_root, capsys):
+    from lib import plan as cli
+    from lib.analysis import targeted
+
+    assert cli.main(["--profile", "smoke", "--dataset", "six_emotions", "--only", "04"]) == 0
+    out = capsys.readouterr().out
+    assert "six_emotions: 04's after arms are derived from 02's choice once its policy arms are stored" in out
+    policy = [a.name for a in plan.arms_of(SMOKE, "six_emotions", "02_augmentation") if a.section == "policy"]
+    assert runner.train_missing(SMOKE, ["six_emotions"], arm_names=policy) >= 1
+    splits = runner._splits(SMOKE, "six_emotions")
+    arms, why = targeted.plan_arms(SMOKE, "six_emotions", splits)
+    assert not why and arms[0].name == "04.after"
+    d = targeted.derive(SMOKE, "six_emotions", splits)  # what the notebook derives: the same fits
+    assert list(arms[0].specs) == d.specs() and len(d.specs()) == len(d.before) == len(SMOKE.seeds)
+    assert all(s.recipe["augment"] == "targeted" for s in arms[0].specs)
+    assert [a.name for a in arms[1:]] == (["04.after_class_only"] if d.extra else [])
+    st = runner.status(SMOKE, "six_emotions", targeted.plan_arms).query("notebook == '04_targeted_augmentation'")
+    assert len(st) == sum(len(a.specs) for a in arms) and not st["stored"].any()
+    assert runner.train_missing(SMOKE, ["six_emotions"], ["04"], derived=targeted.plan_arms) == len(st)
+    assert all(store.has(s, splits, "smoke") for a in arms for s in a.specs)
+    assert runner.train_missing(SMOKE, ["six_emotions"], ["04"], derived=targeted.plan_arms) == 0
 
 
 class _Splits(dict):

@@ -3,27 +3,27 @@ the errors have in common, and the targeted policy's fits (study 000's targeted 
 the extras the validation evidence on the target classes asks for, on every image; and
 the same extras on the target classes only, a class-conditional variant that is a shortcut).
 
-    name, before = targeted.choose(P, DATASET, splits)
-    pairs, TARGET = targeted.targets(before, splits.classes)
-    probe, unstable = targeted.probe(before, val_ds, idx)       # predictions kept in the record
-    specs = targeted.after_specs(before, idx, extra)  # fit-store specs, every seed
-    shortcut = targeted.after_specs(before, idx, extra, class_only=True)
+    D = targeted.derive(P, DATASET, splits)   # choose, targets, image_stats, probe, extras
+    D.specs()                                  # the after fits' store specs, every seed
+    D.specs(class_only=True)                   # the shortcut variant
+    arms, why = targeted.plan_arms(P, DATASET, splits)  # the same, for lib.plan
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
 
 from lib.analysis import studies
-from lib.training import augment, experiment, store
+from lib.training import augment, experiment, plan, store
 
 EFFECT = 0.2  # |Cohen's d| from which an image statistic counts as different (a small effect)
+NB = "04_targeted_augmentation"
 
 
 def choose(P, dataset: str, splits) -> tuple[str, list]:
@@ -159,3 +159,65 @@ def pair_rates(runs_by_name: dict, classes: Sequence[str], pairs: Sequence[tuple
                                           list(classes)).set_index(["a", "b"])["rate"]
              for v, runs in runs_by_name.items() if runs}
     return pd.DataFrame(rates).reindex(list(pairs)).round(3)
+
+
+@dataclass
+class Derivation:
+    """04's steps on one dataset, in order: 02's policy arm chosen on validation (`before`,
+    every seed) and its data, the ranked confused pairs and the target classes they give,
+    the image statistics, the probe and its unstable ops, and the extras they add."""
+
+    choice: str
+    before: list
+    data: tuple  # (train, val, test) image sets of the before fits
+    pairs: pd.DataFrame
+    target: list[str]
+    target_idx: list[int]
+    stats: pd.DataFrame
+    probe: pd.DataFrame
+    unstable: list[str]
+    extra: list[str]
+
+    @property
+    def after(self) -> str:
+        """The after policy's name, e.g. 'targeted + contrast+gamma'."""
+        return "targeted" + (f" + {'+'.join(self.extra)}" if self.extra else "")
+
+    def specs(self, class_only: bool = False) -> list:
+        """The after fits' store specs, one per before seed (`after_specs`)."""
+        return after_specs(self.before, self.target_idx, self.extra, class_only=class_only)
+
+
+def derive(P, dataset: str, splits) -> Derivation:
+    """Every step of 04 that decides its after arms; store.MissingFit while 02 has no stored
+    policy arm, FileNotFoundError when the probe needs a before fit's checkpoint that is not
+    here (its predictions are kept in the record once computed)."""
+    choice, before = choose(P, dataset, splits)
+    data = store.prepare(store.spec_of(before[0]), splits)
+    pairs, target = targets(before, splits.classes)
+    idx = [list(splits.classes).index(c) for c in target]
+    on_target = np.flatnonzero(np.isin(np.asarray(data[1].labels), idx))
+    stats = image_stats(data[0], idx)
+    table, unstable = probe(before, data[1], on_target, seed=P.seeds[0])
+    return Derivation(choice, before, data, pairs, target, idx, stats, table, unstable,
+                      extras(stats, unstable))
+
+
+def plan_arms(P, dataset: str, splits) -> tuple[list, str]:
+    """04's after arms for the compute plan (lib.plan lists and trains them like any other):
+    derived as the notebook derives them, once every seed of every 02 policy arm is stored
+    (before that, 02's choice could still change). Returns (arms, why there are none)."""
+    policy = [a for a in plan.arms_of(P, dataset, "02_augmentation", splits) if a.section == "policy"]
+    left = sum(not store.has(s, splits, P.name) for a in policy for s in a.specs)
+    if left:
+        return [], f"04's after arms are derived from 02's choice once its policy arms are stored ({left} fit(s) missing)"
+    try:
+        d = derive(P, dataset, splits)
+    except FileNotFoundError as e:  # a fresh clone: the probe's predictions not kept yet
+        return [], f"04's after arms need the probe of 02's fits, which needs their checkpoint: {e}"
+    out = [plan.Arm(NB, "04.after", tuple(d.specs()),
+                    f"every seed of {d.choice} with {d.after} (derived from 02's fits)")]
+    if d.extra:
+        out.append(plan.Arm(NB, "04.after_class_only", tuple(d.specs(class_only=True)),
+                            f"every seed of {d.choice}, the extras on {', '.join(d.target)} only"))
+    return out, ""

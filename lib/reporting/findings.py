@@ -277,9 +277,10 @@ def effects(table: pd.DataFrame, alpha: float = 0.05, most: int = 5) -> list[str
 
 
 def not_stored(what: str, runs) -> list[str]:
-    """A sentence for an arm a notebook derives itself (04's after arm) while it has no fit."""
-    return [] if runs else [f"{what} is not in the fit store yet; running the notebook with "
-                            "training allowed (without --no-train) trains it."]
+    """A sentence for an arm derived from earlier fits (04's after arm) while it has no fit."""
+    return [] if runs else [f"{what} is not in the fit store yet; `python -m lib.plan --train "
+                            "--only 04` trains it (so does running the notebook with training "
+                            "allowed)."]
 
 
 def missing(what: str, table: pd.DataFrame) -> list[str]:

@@ -14,13 +14,31 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
 import pandas as pd
 
 from lib import config
-from lib.training.plan import DEFAULT_IPS, GPU_ONLY, arms
+from lib.training.plan import DEFAULT_IPS, GPU_ONLY, Arm, arms
+
+# arms an upper layer derives from stored fits, e.g. 04's after arms from 02's choice
+# (lib.plan passes lib.analysis.targeted.plan_arms): (P, dataset, splits) -> (arms, why none)
+Derived = Callable[..., tuple[list[Arm], str]]
+
+
+def planned(P: config.Profile, dataset: str, splits, derived: Derived | None = None,
+            notes: list[str] | None = None) -> list[Arm]:
+    """The plan's arms on a dataset, then the derived ones; why a derivation gave none goes
+    to `notes`."""
+    out = arms(P, dataset, splits)
+    if derived is not None:
+        more, why = derived(P, dataset, splits)
+        out += more
+        if why and notes is not None:
+            notes.append(f"{dataset}: {why}")
+    return out
 
 
 def _splits(P: config.Profile, dataset: str):
@@ -44,14 +62,15 @@ def estimate(spec, n_train: int, ips: dict) -> float:
     return n_train * spec.recipe["epochs"] / _rate(ips, spec.model, spec.img_size)
 
 
-def status(P: config.Profile, dataset: str) -> pd.DataFrame:
+def status(P: config.Profile, dataset: str, derived: Derived | None = None,
+           notes: list[str] | None = None) -> pd.DataFrame:
     """One row per planned fit: notebook, arm, model, seed, input, stored?, estimated seconds."""
     from lib.training import store
 
     splits = _splits(P, dataset)
     ips = measured_rates(P)
     rows = []
-    for a in arms(P, dataset, splits):
+    for a in planned(P, dataset, splits, derived, notes):
         for spec in a.specs:
             rec, data3, key = store.lookup(spec, splits, P.name)
             est = estimate(spec, len(data3[0]), ips)
@@ -93,14 +112,15 @@ def _claim(lock: Path) -> bool:
 
 
 def missing(P: config.Profile, datasets: list[str], notebooks: list[str] | None = None,
-            arm_names: list[str] | None = None, seeds: list[int] | None = None):
+            arm_names: list[str] | None = None, seeds: list[int] | None = None,
+            derived: Derived | None = None):
     """Yield (dataset, arm, spec, its record path, its train/val/test data) for every planned
     fit not stored yet, in training order, filtered by notebook, arm name and seed."""
     from lib.training import store
 
     for dataset in datasets:
         splits = _splits(P, dataset)
-        for a in arms(P, dataset, splits):
+        for a in planned(P, dataset, splits, derived):
             if (notebooks and a.notebook[:2] not in notebooks) or (arm_names and a.name not in arm_names):
                 continue
             for spec in a.specs:
@@ -113,7 +133,7 @@ def missing(P: config.Profile, datasets: list[str], notebooks: list[str] | None 
 
 def train_missing(P: config.Profile, datasets: list[str], notebooks: list[str] | None = None,
                   arm_names: list[str] | None = None, within: float | None = None,
-                  seeds: list[int] | None = None) -> int:
+                  seeds: list[int] | None = None, derived: Derived | None = None) -> int:
     """Train every missing fit of the plan (skipping fits another process holds, with
     `within` seconds those whose estimate would end after them, and with `seeds` the other
     seeds); returns how many this process trained."""
@@ -121,7 +141,7 @@ def train_missing(P: config.Profile, datasets: list[str], notebooks: list[str] |
 
     done, ips = 0, measured_rates(P) if within is not None else {}
     deadline = time.monotonic() + within if within is not None else None
-    for dataset, a, spec, splits, rec, data3 in missing(P, datasets, notebooks, arm_names, seeds):
+    for dataset, a, spec, splits, rec, data3 in missing(P, datasets, notebooks, arm_names, seeds, derived):
         if deadline is not None:
             est, left = estimate(spec, len(data3[0]), ips), deadline - time.monotonic()
             if est > left:
@@ -154,14 +174,14 @@ def worker_threads(jobs: int, todo: int, cores: int) -> tuple[int, int]:
     return workers, max(1, cores // workers) if workers < jobs else 1
 
 
-def _workers(args, jobs: int) -> int:
+def _workers(args, jobs: int, derived: Derived | None = None) -> int:
     """Worker copies of this command (`worker_threads`), sharing the fits through lock files."""
     import subprocess
 
     P = config.get_profile(args.profile)
     only = [o.strip().zfill(2) for o in args.only.split(",")] if args.only else None
     # enough to size the workers: stop at `jobs` missing fits (the workers look them up again)
-    todo = sum(1 for _ in islice(missing(P, args.dataset, only, args.arm, args.seeds), jobs))
+    todo = sum(1 for _ in islice(missing(P, args.dataset, only, args.arm, args.seeds, derived), jobs))
     if not todo:
         print("plan: no fit to train", flush=True)
         return 0
@@ -180,7 +200,8 @@ def _workers(args, jobs: int) -> int:
     return max(p.wait() for p in procs)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, derived: Derived | None = None) -> int:
+    """The CLI; `derived` adds the arms an upper layer derives (lib.plan passes 04's)."""
     ap = argparse.ArgumentParser(prog="python -m lib.plan", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default=None)
     ap.add_argument("--dataset", nargs="+", default=["six_emotions", "facial_expressions",
@@ -204,14 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(int(os.environ["FER_THREADS"]))
     if args.train:
         if args.jobs > 1:
-            rc = _workers(args, args.jobs)
+            rc = _workers(args, args.jobs, derived)
             if rc:
                 return rc
         else:
-            train_missing(P, args.dataset, only, args.arm, args.within, args.seeds)
+            train_missing(P, args.dataset, only, args.arm, args.within, args.seeds, derived)
         if args.quiet:
             return 0
-    frames = [status(P, d) for d in args.dataset]
+    notes: list[str] = []
+    frames = [status(P, d, derived, notes) for d in args.dataset]
     df = pd.concat(frames, ignore_index=True)
     if only:
         df = df[df["notebook"].str[:2].isin(only)]
@@ -229,11 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{d}: {int(g['stored'].sum())} of {len(g)} fits stored ({spent / 3600:.2f} h of "
               f"training so far); missing about {g['estimate_s'].sum() / 3600:.1f} h of "
               "one-thread training")
-        # 04's after arms come from 02's choice and a probe of those fits' models, so no
-        # listing can declare them ahead; say how many are stored and what trains them
-        after = int((rec["dataset"] == d).mul(rec["augment"] == "targeted").sum()) if not rec.empty else 0
-        print(f"{d}: 04's after arms are derived by the notebook from 02's stored fits, so they are "
-              f"not listed above; {after} stored (`python -m lib.run --dataset {d} --only 04` trains them)")
+    for n in notes:
+        print(n)
     return 0
 
 
