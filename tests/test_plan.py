@@ -141,6 +141,17 @@ def test_cli_prints_the_plan(fake_data_root, capsys):
     assert store.records("smoke").empty
 
 
+def test_cli_rebuilds_a_lost_checkpoint(fake_data_root, capsys):
+    assert runner.main(["--profile", "smoke", "--dataset", "six_emotions", "--rebuild", "small_cnn-nope"]) == 1
+    assert "small_cnn-nope.json is not a stored fit" in capsys.readouterr().err
+    assert runner.train_missing(SMOKE, ["six_emotions"], ["01"], ["01.small_cnn"], seeds=[0]) == 1
+    rec = next(store.root().glob("smoke/six_emotions/small_cnn-*.json"))
+    ckpt = store.checkpoint_dir("smoke", "six_emotions") / f"{rec.stem}.pt"
+    ckpt.unlink()
+    assert runner.main(["--profile", "smoke", "--dataset", "six_emotions", "--rebuild", rec.stem]) == 0
+    assert "checkpoint rebuilt" in capsys.readouterr().out and ckpt.exists()
+
+
 def test_04s_after_arms_are_planned_once_02s_policy_arms_are_stored(fake_data_root, capsys):
     from lib import plan as cli
     from lib.analysis import targeted

@@ -144,3 +144,24 @@ def test_a_fit_starts_from_another_datasets_stored_fit(fake_data_root, monkeypat
     b = dict(run.model.named_parameters())
     conv = next(n for n in a if n.endswith("weight") and a[n].ndim == 4)
     assert torch.allclose(a[conv], b[conv], atol=1e-5)
+
+
+def test_a_lost_checkpoint_is_rebuilt_and_checked_against_the_record(six):
+    run = store.fit(spec(seed=3), six, "smoke")
+    rec = run.record
+    ckpt = store.checkpoint_dir("smoke", "six_emotions") / (store.Path(rec).stem + ".pt")
+    before = open(rec).read()
+    ckpt.unlink()
+    assert store.rebuild(spec(seed=3), six, "smoke") <= store.REBUILD_ATOL
+    assert ckpt.exists() and open(rec).read() == before  # the record is left as it was
+    with pytest.raises(FileExistsError):
+        store.rebuild(spec(seed=3), six, "smoke")
+
+    # a record the retrained model does not reproduce: the checkpoint is kept aside, not used
+    meta, probs = store.read(rec)
+    probs["val"] = probs["val"][:, ::-1].copy()
+    store._write_record(store.Path(rec), store.Path(rec).with_suffix(".npz"), meta, probs)
+    ckpt.unlink()
+    with pytest.raises(ValueError, match="differ from the record"):
+        store.rebuild(spec(seed=3), six, "smoke")
+    assert not ckpt.exists() and ckpt.with_suffix(".unmatched.pt").exists()

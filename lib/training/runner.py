@@ -3,6 +3,7 @@ estimate, and the workers that train the missing fits, sharing them through lock
 
     python -m lib.plan --profile cpu [--dataset D ...]            # stored / missing + estimate
     python -m lib.plan --profile cpu --train [--dataset D] [--jobs 2] [--within 9000] [--seeds 0 1]
+    python -m lib.plan --profile cpu --dataset D --rebuild small_cnn-<key>  # a lost checkpoint
 
 `--within S` starts only fits whose estimate still ends within S seconds of the start (a
 session's time left: a fit cut off by the session's end is lost with its machine); the
@@ -165,6 +166,30 @@ def train_missing(P: config.Profile, datasets: list[str], notebooks: list[str] |
     return done
 
 
+def rebuild(P: config.Profile, dataset: str, names: list[str]) -> int:
+    """Retrain the checkpoints of stored fits `names` (record stems, e.g. small_cnn-<key>)
+    and check each against its record (store.rebuild); 0 when every one matched."""
+    from lib.training import store
+
+    splits, bad = _splits(P, dataset), 0
+    for name in names:
+        rec = store.root() / P.name / dataset / f"{Path(name).stem}.json"
+        if not rec.is_file():
+            print(f"plan: {rec} is not a stored fit", file=sys.stderr)
+            bad += 1
+            continue
+        t0 = time.perf_counter()
+        try:
+            diff = store.rebuild(store.FitSpec(**store.meta_of(rec)["spec"]), splits, P.name)
+        except (ValueError, FileExistsError) as e:
+            print(f"plan: {e}", file=sys.stderr)
+            bad += 1
+            continue
+        print(f"plan: {dataset} {rec.stem} checkpoint rebuilt in {time.perf_counter() - t0:.0f} s; "
+              f"val probabilities within {diff:.2g} of the record", flush=True)
+    return 1 if bad else 0
+
+
 def worker_threads(jobs: int, todo: int, cores: int) -> tuple[int, int]:
     """(workers, threads each): `jobs` one-thread workers (side by side is the faster use of
     2 cores for many fits, measured), but no more workers than fits, the cores split between
@@ -215,6 +240,8 @@ def main(argv: list[str] | None = None, derived: Derived | None = None) -> int:
                     help="start only fits whose estimate ends within S seconds")
     ap.add_argument("--seeds", type=int, nargs="+", default=None,
                     help="only these seeds (e.g. two workers on seeds 0 and 1 of a long arm)")
+    ap.add_argument("--rebuild", nargs="+", default=None, metavar="RECORD",
+                    help="retrain these stored fits' lost checkpoints (record names, one --dataset)")
     args = ap.parse_args(argv)
     P = config.get_profile(args.profile)
     args.profile = P.name
@@ -223,6 +250,10 @@ def main(argv: list[str] | None = None, derived: Derived | None = None) -> int:
         import torch
 
         torch.set_num_threads(int(os.environ["FER_THREADS"]))
+    if args.rebuild:
+        if len(args.dataset) != 1:
+            ap.error("--rebuild takes one --dataset")
+        return rebuild(P, args.dataset[0], args.rebuild)
     if args.train:
         if args.jobs > 1:
             rc = _workers(args, args.jobs, derived)

@@ -233,6 +233,38 @@ def fit(spec: FitSpec, splits, profile: str, bootstrap: int = 0,
     return load(rec, data, bootstrap, model)
 
 
+REBUILD_ATOL = 1e-3  # a rebuilt checkpoint must give the record's val probabilities
+
+
+def rebuild(spec: FitSpec, splits, profile: str) -> float:
+    """Retrain a stored fit whose checkpoint is lost (a fresh machine) into its checkpoint
+    path, leaving the record as it is, and return the largest difference between the new
+    model's and the record's val probabilities. Over REBUILD_ATOL the model is not the one
+    the record describes: it is kept aside as `<name>.unmatched.pt` and ValueError says so
+    (then delete the record to retrain it for good)."""
+    rec, data, k = lookup(spec, splits, profile)
+    ckpt = _files(profile, splits.dataset, spec, k)[2]
+    if not rec.exists():
+        raise MissingFit(f"{rec}: not in the store; `python -m lib.plan --train` trains it")
+    meta, probs = read(rec)
+    if ckpt.exists():
+        raise FileExistsError(f"{ckpt} is here already: nothing to rebuild")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(meta.get("seconds", {}).get("threads", threads)))  # same sums
+    try:
+        model = _train(spec, data, ckpt, profile)[2]
+    finally:
+        torch.set_num_threads(threads)
+    diff = float(np.abs(train.predict_proba(model, data[1]) - probs["val"]).max())
+    if diff > REBUILD_ATOL:
+        aside = ckpt.with_suffix(".unmatched.pt")
+        ckpt.replace(aside)
+        raise ValueError(f"{rec.name}: the retrained model's val probabilities differ from the "
+                         f"record's by {diff:.3g} (> {REBUILD_ATOL}); kept aside as {aside.name}. "
+                         "Delete the record to retrain the fit for good")
+    return diff
+
+
 def meta_of(rec: Path) -> dict:
     """The metadata of one record (spec, history, timings) without its probabilities."""
     return json.loads(Path(rec).read_text())
@@ -285,8 +317,9 @@ def model_of(run: experiment.Run):
     if not ckpt.exists():
         ckpt = releases.of_record(rec) or ckpt
     if not ckpt.exists():
-        raise FileNotFoundError(f"{ckpt} is not here (checkpoints are not committed); "
-                                "delete the record to retrain, or copy the checkpoint")
+        raise FileNotFoundError(f"{ckpt} is not here (checkpoints are not committed): copy it, "
+                                f"or `python -m lib.plan --dataset {rec.parent.name} --rebuild "
+                                f"{rec.stem}` retrains it and checks it against the record")
     run.model = models.load_checkpoint(ckpt, config.device())[0]
     return run.model
 
