@@ -167,6 +167,11 @@ def test_04s_after_arms_are_planned_once_02s_policy_arms_are_stored(fake_data_ro
     d = targeted.derive(SMOKE, "six_emotions", splits)  # what the notebook derives: the same fits
     assert list(arms[0].specs) == d.specs() and len(d.specs()) == len(d.before) == len(SMOKE.seeds)
     assert all(s.recipe["augment"] == "targeted" for s in arms[0].specs)
+    # the stacked policy learns more slowly: its fits get AFTER_SCHEDULE x the epochs and patience
+    for s, b in zip(arms[0].specs, d.before):
+        was = store.spec_of(b).recipe
+        assert s.recipe["epochs"] == targeted.AFTER_SCHEDULE * was["epochs"] > was["epochs"]
+        assert s.recipe["patience"] == targeted.AFTER_SCHEDULE * was["patience"]
     assert [a.name for a in arms[1:]] == (["04.after_class_only"] if d.extra else [])
     st = runner.status(SMOKE, "six_emotions", targeted.plan_arms).query("notebook == '04_targeted_augmentation'")
     assert len(st) == sum(len(a.specs) for a in arms) and not st["stored"].any()
