@@ -108,3 +108,11 @@ def test_best_value_names_its_lead_and_the_values_it_chose_among():
     assert "among the 2 stored: s@0, s@1" in line
     assert findings.best_value("strength", rows[:2]) == []  # one value is not a choice
     assert findings.best_value("strength", []) == []
+
+
+def test_p_values_below_a_bootstraps_resolution_read_as_a_bound():
+    assert findings.p_text(1 / 1001) == "p < 0.001"
+    assert findings.p_text(0.0123) == "p = 0.0123"
+    assert findings.p_text(float("nan")) == "no test (one seed)"
+    line = findings.comparisons(cmp(0.27, 1 / 1001, seeds=1))[0]
+    assert "p < 0.001" in line and "0.000999" not in line

@@ -17,8 +17,11 @@ TIE = 0.005  # |difference| of macro-F1 below which two arms are called a tie
 
 
 def p_text(p: float) -> str:
-    """'p = 0.012', or why there is no p-value."""
-    return "no test (one seed)" if p is None or p != p else f"p = {p:.3g}"
+    """'p = 0.012', 'p < 0.001' (a 1,000-resample bootstrap's floor is 1/1001: its third
+    significant digit is not resolved), or why there is no p-value."""
+    if p is None or p != p:
+        return "no test (one seed)"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
 
 
 def mean_sd(mean: float, sd: float, n: int, digits: int = 3) -> str:
@@ -166,7 +169,7 @@ def drops(shift: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     classes and whether the drop is supported by the paired test over seeds."""
     out = []
     for r in shift.itertuples() if shift is not None else []:
-        test = "no test (one seed)" if r.seeds < 2 else f"p = {r.p_value:.3g}"
+        test = "no test (one seed)" if r.seeds < 2 else p_text(r.p_value)
         verdict = "a drop" if r.seeds >= 2 and r.p_value < alpha and r.drop > 0 else \
             ("a gain" if r.seeds >= 2 and r.p_value < alpha else "no evidence of a difference")
         out.append(f"{r.target} ({r.classes}): in domain {r.in_domain:.3f}, zero-shot "
