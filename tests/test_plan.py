@@ -199,3 +199,12 @@ def test_the_contributor_arm_is_declared_from_the_data():
     only_own = _Splits(train=two["train"], test=pd.DataFrame({"source": ["a"]}))
     assert plan.contributor_arms(CPU, "facial_expressions", alone) == []
     assert plan.main_contributor(only_own) is None  # nobody else in test: no shift to measure
+
+
+def test_measured_rates_prefer_one_thread_fits():
+    import pandas as pd
+
+    recs = pd.DataFrame({"model": ["conv4net", "conv4net", "resnet18"], "img_size": [48, 48, 112],
+                         "threads": [1, 2, 2], "images_per_s": [64.0, 93.0, 40.0]})
+    assert runner.rates(recs) == {("conv4net", 48): 64.0, ("resnet18", 112): 40.0}
+    assert runner.rates(recs.iloc[:0]) == {}
