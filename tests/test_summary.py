@@ -234,3 +234,17 @@ def test_classes_never_right_cap_macro_f1():
     assert "no test image of c right" in line and "0.667" in line
     rows["f1_c"] = 0.1  # every class learned somewhere: nothing to say
     assert summary.zero_classes(best, rows).empty
+
+
+def test_training_time_names_the_fits_that_ran_on_two_threads(monkeypatch):
+    from lib.training import store
+
+    rec = pd.DataFrame({"dataset": ["a", "a", "b"], "train_seconds": [3600.0, 1800.0, 7200.0],
+                        "threads": [1, 2, 1]})
+    monkeypatch.setattr(store, "records", lambda profile: rec)
+    line = summary.training_time("cpu")
+    assert "a 2 fits, 1.50 h (1 of them on 2 threads)" in line
+    assert "b 1 fits, 2.00 h;" not in line and line.rstrip().endswith("(one thread a fit unless said).")
+    assert "b 1 fits, 2.00 h of training" in line
+    monkeypatch.setattr(store, "records", lambda profile: rec.iloc[:0])
+    assert summary.training_time("cpu") == ""

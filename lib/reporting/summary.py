@@ -325,10 +325,15 @@ def training_time(profile: str) -> str:
     rec = store.records(profile)
     if rec.empty:
         return ""
-    g = rec.groupby("dataset")["train_seconds"].agg(["count", "sum"])
-    parts = [f"{d} {int(r['count'])} fits, {r['sum'] / 3600:.2f} h" for d, r in g.iterrows()]
+    rec = rec.assign(multi=rec["threads"] > 1)
+    g = rec.groupby("dataset").agg(count=("train_seconds", "size"), sum=("train_seconds", "sum"),
+                                   multi=("multi", "sum"))
+    # most fits run one thread each, two side by side; a long fit left alone gets both cores
+    parts = [f"{d} {int(r['count'])} fits, {r['sum'] / 3600:.2f} h"
+             + (f" ({int(r['multi'])} of them on 2 threads)" if r["multi"] else "")
+             for d, r in g.iterrows()]
     return ("\n\nFit store (`python -m lib.plan` lists what is still missing): "
-            + "; ".join(parts) + " of training on 2 CPU cores (one thread a fit).")
+            + "; ".join(parts) + " of training on 2 CPU cores (one thread a fit unless said).")
 
 
 def _peer(peer: pd.DataFrame, dataset: str) -> str:
