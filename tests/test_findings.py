@@ -116,3 +116,16 @@ def test_p_values_below_a_bootstraps_resolution_read_as_a_bound():
     assert findings.p_text(float("nan")) == "no test (one seed)"
     line = findings.comparisons(cmp(0.27, 1 / 1001, seeds=1))[0]
     assert "p < 0.001" in line and "0.000999" not in line
+
+
+def test_cross_validation_reads_the_held_out_folds_only():
+    folds = [{"model": "conv4net", "split": "cv_fold", "macro_f1": f, "balanced_accuracy": .4,
+              "accuracy": .7} for f in (0.30, 0.33, 0.36)]
+    other = [{"model": "conv4net", "split": "test", "macro_f1": 0.9, "balanced_accuracy": .9,
+              "accuracy": .9}]
+    (line,) = findings.cv(folds + other, floor=0.14)
+    assert line.startswith("3-fold cross-validation of conv4net")
+    assert "macro-F1 0.330 ± 0.030" in line and "(macro-F1 0.300-0.360)" in line
+    assert "not above chance" not in line
+    assert "not above chance" in findings.cv(folds, floor=0.35)[0]
+    assert findings.cv([]) == [] and findings.cv(other) == []

@@ -117,6 +117,25 @@ def sweep(sweep_rows, cv_rows) -> list[str]:
     return out
 
 
+def cv(cv_rows, floor: float | None = None) -> list[str]:
+    """The cross-validation in one sentence: each metric's mean ± std over the held-out
+    folds, macro-F1's range, and whether the mean clears the chance interval."""
+    df = pd.DataFrame(cv_rows)
+    if "split" in df:
+        df = df[df["split"] == "cv_fold"]  # the held-out folds, not any other split scored
+    if df.empty:
+        return []
+    parts = [f"{m.replace('_', ' ')} {df[m].mean():.3f} ± {df[m].std():.3f}"
+             for m in ("macro_f1", "balanced_accuracy", "accuracy") if m in df]
+    s = (f"{len(df)}-fold cross-validation of {df['model'].iloc[0]} (each fold held out once, "
+         f"never used to stop or choose): " + ", ".join(parts).replace("macro f1", "macro-F1")
+         + f" over the {len(df)} held-out folds (macro-F1 {df['macro_f1'].min():.3f}"
+         f"-{df['macro_f1'].max():.3f})")
+    if floor is not None and df["macro_f1"].mean() <= floor:
+        s += f", **not above chance** (the chance interval reaches {floor:.3f})"
+    return [s + "."]
+
+
 def best_value(what: str, rows: list[dict], by: str = "variant", metric: str = "macro_f1") -> list[str]:
     """'Validation prefers <what> <value>' with its lead over the runner-up and the values
     it was chosen among (nothing until two are stored): a choice among 2 of 5 planned
