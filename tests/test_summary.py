@@ -248,3 +248,14 @@ def test_training_time_names_the_fits_that_ran_on_two_threads(monkeypatch):
     assert "b 1 fits, 2.00 h of training" in line
     monkeypatch.setattr(store, "records", lambda profile: rec.iloc[:0])
     assert summary.training_time("cpu") == ""
+
+
+def test_a_study_imbalance_number_meets_our_arm_of_that_remedy_only():
+    # study 003's "none" is our plain_ce, never the mean over every remedy's small_cnn
+    rows = pd.DataFrame([dict(dataset="facial_expressions", notebook="03_capacity",
+                              experiment="imbalance", variant=v, model="small_cnn", seed=0,
+                              split="test", macro_f1=f1, accuracy=f1)
+                         for v, f1 in (("plain_ce", 0.31), ("augment_to_balance", 0.25),
+                                       ("undersample", 0.08))])
+    got = summary.beaten(rows).query("study == '003'").set_index("variant")["ours"]
+    assert got["none"] == pytest.approx(0.31) and got["augment_to_3000"] == pytest.approx(0.25)

@@ -164,7 +164,10 @@ def chance_share(arms: pd.DataFrame) -> pd.DataFrame:
 # a seed study's (experiment, variant) -> ours at the same setting
 SETTING = {("augmentation", "none"): ("policy", "none"), ("augmentation", "standard"): ("policy", "standard"),
            ("targeted_augmentation", "before"): ("targeted_augmentation", "before"),
-           ("targeted_augmentation", "targeted"): ("targeted_augmentation", "after")}
+           ("targeted_augmentation", "targeted"): ("targeted_augmentation", "after"),
+           ("imbalance", "none"): ("imbalance", "plain_ce"),
+           ("imbalance", "augment_to_3000"): ("imbalance", "augment_to_balance")}
+VARIANT_MATCHED = ("policy", "targeted_augmentation", "imbalance")  # arms differ by variant only
 
 
 def beaten(rows: pd.DataFrame) -> pd.DataFrame:
@@ -179,7 +182,7 @@ def beaten(rows: pd.DataFrame) -> pd.DataFrame:
         exp, var = SETTING.get((r.experiment, r.variant), (r.experiment, r.variant))
         model = STUDY_MODEL.get(r.model, r.model)
         ours = test[(test["dataset"] == r.dataset) & (test["experiment"] == exp) & (test["model"] == model)]
-        if isinstance(var, str) and exp in ("policy", "targeted_augmentation"):
+        if isinstance(var, str) and exp in VARIANT_MATCHED:
             ours = ours[ours["variant"].astype(str) == var]
         metric = "macro_f1" if r.macro_f1 == r.macro_f1 else "accuracy"
         theirs = getattr(r, metric)
