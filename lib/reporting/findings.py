@@ -125,10 +125,10 @@ def cv(cv_rows, floor: float | None = None) -> list[str]:
         df = df[df["split"] == "cv_fold"]  # the held-out folds, not any other split scored
     if df.empty:
         return []
-    parts = [f"{m.replace('_', ' ')} {df[m].mean():.3f} ± {df[m].std():.3f}"
-             for m in ("macro_f1", "balanced_accuracy", "accuracy") if m in df]
+    names = {"macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy", "accuracy": "accuracy"}
+    parts = [f"{name} {df[m].mean():.3f} ± {df[m].std():.3f}" for m, name in names.items() if m in df]
     s = (f"{len(df)}-fold cross-validation of {df['model'].iloc[0]} (each fold held out once, "
-         f"never used to stop or choose): " + ", ".join(parts).replace("macro f1", "macro-F1")
+         f"never used to stop or choose): " + ", ".join(parts)
          + f" over the {len(df)} held-out folds (macro-F1 {df['macro_f1'].min():.3f}"
          f"-{df['macro_f1'].max():.3f})")
     if floor is not None and df["macro_f1"].mean() <= floor:
