@@ -97,3 +97,26 @@ def test_classical_probabilities_are_fitted_once_and_then_read(fake_data_root):
     assert (first["test"] == again["test"]).all() and len(first["test"]) == len(tensors[2])
     studies.classical_probs("hog_linear", make, tuple(splits.tensors(32, 1)), cache=("smoke", "six_emotions"))
     assert len(fits) == 2  # another decoded size is another baseline
+
+
+def test_loaded_takes_the_first_seed_whose_model_is_here(monkeypatch):
+    # a fresh clone has no checkpoints, only the release: an arm whose released fit is
+    # seed 2 must still get its figures, and an arm with no weights at all is named
+    class R:
+        def __init__(self, seed, here):
+            self.seed, self.here = seed, here
+
+    def model_of(run):
+        if not run.here:
+            raise FileNotFoundError(f"seed {run.seed}")
+        return f"model of seed {run.seed}"
+
+    monkeypatch.setattr(store, "model_of", model_of)
+    monkeypatch.setattr(store, "spec_of", lambda run: run.seed)
+    monkeypatch.setattr(store, "prepare", lambda spec, splits: (None, None, f"test set {spec}"))
+    arms = {"03.mobilenet_v2@160": [R(0, False), R(1, False), R(2, True)],
+            "03.small_cnn": [R(0, False), R(1, False)]}
+    out = studies.loaded(arms, splits=None)
+    assert list(out) == ["mobilenet_v2@160"]
+    model, test_ds, run = out["mobilenet_v2@160"]
+    assert (model, test_ds, run.seed) == ("model of seed 2", "test set 2", 2)

@@ -351,19 +351,30 @@ def imbalance_contrast(arms: dict, bootstrap: int = 1000) -> tuple[str | None, p
 
 def loaded(arms: dict, splits) -> dict:
     """{arm label: (model, test set at its input, run)} for the first seed of every arm whose
-    checkpoint is on this machine (checkpoints are not committed); the others are named."""
+    model is on this machine: a checkpoint beside its record (not committed) or the dataset's
+    committed release, whichever seed that is; arms with neither are named."""
     out, absent = {}, []
     for name, runs in arms.items():
-        try:
-            model = store.model_of(runs[0])
-        except FileNotFoundError:
+        run, model = _first_model(runs)
+        if run is None:
             absent.append(name)
             continue
-        out[name.split(".", 2)[-1]] = (model, store.prepare(store.spec_of(runs[0]), splits)[2], runs[0])
+        out[name.split(".", 2)[-1]] = (model, store.prepare(store.spec_of(run), splits)[2], run)
     if absent:
         print(f"no checkpoint here for {', '.join(absent)}: their figures need the model "
               "(retrain, or copy ckpt/ from the machine that trained them)")
     return out
+
+
+def _first_model(runs: list) -> tuple:
+    """(run, model) of the first run whose model can be loaded here, else (None, None): in a
+    fresh clone only the released seed of an arm has its weights."""
+    for run in runs:
+        try:
+            return run, store.model_of(run)
+        except FileNotFoundError:
+            continue
+    return None, None
 
 
 def stored(specs, splits, P) -> list:
