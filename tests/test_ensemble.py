@@ -198,15 +198,33 @@ def test_member_sets_add_the_arms_best_on_validation():
 
     from lib.analysis import ensemble_study
 
-    def runs(val):
-        return [SimpleNamespace(reports={"val": {"macro_f1": v}, "test": {"macro_f1": 1 - v}}) for v in val]
+    def runs(*val):
+        return [SimpleNamespace(seed=i, reports={"val": {"macro_f1": v}, "test": {"macro_f1": 1 - v}})
+                for i, v in enumerate(val)]
 
-    base = {"a": runs([0.5, 0.6]), "b": runs([0.7]), "c": runs([0.2, 0.3]), "d": runs([0.65])}
+    base = {"a": runs(0.5, 0.6), "b": runs(0.7, 0.7), "c": runs(0.2, 0.3), "d": runs(0.65, 0.65)}
     sets = ensemble_study.member_sets(base, {"pair": ["a", "c"], "absent": ["a", "z"]})
     assert sets["all"] == ["a", "b", "c", "d"]
     assert sets["top2_by_val"] == ["b", "d"] and sets["top3_by_val"] == ["b", "d", "a"]
     assert sets["pair"] == ["a", "c"] and "absent" not in sets
     assert "top3_by_val" not in ensemble_study.member_sets({k: base[k] for k in "abc"}, {})
+    assert ensemble_study.partial_note(base) == ""
+
+
+def test_an_arm_missing_seeds_stays_out_of_the_member_sets():
+    # one seed of a strong new arm would cut 'all' and 'top2' to a single run (no spread)
+    from types import SimpleNamespace
+
+    from lib.analysis import ensemble_study
+
+    def runs(*val):
+        return [SimpleNamespace(seed=i, reports={"val": {"macro_f1": v}}) for i, v in enumerate(val)]
+
+    base = {"a": runs(0.5, 0.6, 0.5), "b": runs(0.4, 0.4, 0.4), "c": runs(0.3, 0.3, 0.3), "new": runs(0.9)}
+    sets = ensemble_study.member_sets(base, {"pair": ["a", "new"]})
+    assert sets["all"] == ["a", "b", "c"] and sets["top2_by_val"] == ["a", "b"]
+    assert sets["pair"] == ["a", "new"]  # a named pair is the study's own choice: kept
+    assert ensemble_study.partial_note(base).endswith("new (1 of 3 seeds)")
 
 
 def test_combine_across_seeds_when_asked_and_scores_further_splits(data):

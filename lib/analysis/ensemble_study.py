@@ -21,13 +21,32 @@ from lib.training import experiment
 TOP_K = (2, 3)  # member sets of the k base arms best on validation
 
 
+def complete(base: Mapping[str, list]) -> tuple[list[str], dict[str, int]]:
+    """(arms with as many seeds stored as the most complete arm, {other arm: seeds it has}):
+    an ensemble exists only for the seeds all its members share, so one arm with a single
+    seed stored would cut every set it joins to one run (no spread) until its seeds land."""
+    seeds = {a: len({r.seed for r in runs}) for a, runs in base.items() if runs}
+    full = max(seeds.values(), default=0)
+    return [a for a in seeds if seeds[a] == full], {a: n for a, n in seeds.items() if n < full}
+
+
+def partial_note(base: Mapping[str, list]) -> str:
+    """One line naming the base arms left out of the member sets for missing seeds ('' if none)."""
+    whole, part = complete(base)
+    if not part:
+        return ""
+    full = len({r.seed for r in base[whole[0]]})
+    return ("left out of the member sets until their seeds are stored: "
+            + ", ".join(f"{a} ({n} of {full} seeds)" for a, n in part.items()))
+
+
 def member_sets(base: Mapping[str, list], pairs: Mapping[str, Sequence[str]]) -> dict:
-    """{'all': every stored base arm, 'top<k>_by_val': the k arms with the best mean
-    validation macro-F1 (weak members can drag a plain average down; the choice never looks
-    at test), **named subsets whose arms are all stored}."""
-    out = {"all": list(base)} if len(base) >= 2 else {}
-    val = {a: float(np.mean([r.reports["val"]["macro_f1"] for r in runs]))
-           for a, runs in base.items() if runs}
+    """{'all': every base arm with all its seeds stored (`complete`), 'top<k>_by_val': the k
+    such arms with the best mean validation macro-F1 (weak members can drag a plain average
+    down; the choice never looks at test), **named subsets whose arms are all stored}."""
+    whole, _ = complete(base)
+    out = {"all": whole} if len(whole) >= 2 else {}
+    val = {a: float(np.mean([r.reports["val"]["macro_f1"] for r in base[a]])) for a in whole}
     ranked = sorted(val, key=val.get, reverse=True)
     out.update({f"top{k}_by_val": ranked[:k] for k in TOP_K if len(ranked) > k})
     out.update({k: list(v) for k, v in pairs.items() if len(v) >= 2 and all(base.get(a) for a in v)})
