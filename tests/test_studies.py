@@ -120,3 +120,30 @@ def test_loaded_takes_the_first_seed_whose_model_is_here(monkeypatch):
     assert list(out) == ["mobilenet_v2@160"]
     model, test_ds, run = out["mobilenet_v2@160"]
     assert (model, test_ds, run.seed) == ("model of seed 2", "test set 2", 2)
+
+
+def test_reachable_keeps_fits_with_probabilities_or_weights(monkeypatch, capsys):
+    # a fit stored after the last render whose checkpoint was lost has no cross-dataset
+    # probabilities yet: 05 names it with the rebuild command instead of failing the render
+    class R:
+        def __init__(self, seed, probs, ckpt):
+            self.seed, self.record, self.model = seed, f"store/cpu/fer2013/small_cnn-{seed}abc.json", None
+            self.probs_, self.ckpt = probs, ckpt
+
+    monkeypatch.setattr(store, "has_probs", lambda r, names: r.probs_)
+    monkeypatch.setattr(store, "checkpoint_of", lambda rec: "w.pt" if rec.endswith(("1abc.json",)) else None)
+    runs = [R(0, True, False), R(1, False, True), R(2, False, False)]
+    assert [r.seed for r in studies.reachable(runs, ["six_emotions_test"])] == [0, 1]
+    out = capsys.readouterr().out
+    assert "left out 1 of 3 fits (seeds 2)" in out and "--rebuild small_cnn-2abc" in out
+    with pytest.raises(FileNotFoundError, match="--rebuild small_cnn-2abc"):
+        studies.reachable(runs[2:], ["six_emotions_test"], need_one=True)
+    assert studies.reachable(runs[2:], ["six_emotions_test"]) == []
+
+
+def test_adaptation_keys_name_what_adapted_and_few_shot_keep():
+    from lib.analysis import adaptation, shift
+
+    keys = shift.adaptation_keys("fer2013", [1, 5])
+    assert keys[:4] == ["fer2013_test", "fer2013_test_tta", "fer2013_test_adabn", "fer2013_test_adabn_tta"]
+    assert len(keys) == 4 + 2 * len(adaptation.MODES) and shift.fewshot_key("fer2013", "head", 5) in keys

@@ -86,11 +86,22 @@ def adapted(runs: Sequence, target: str, t_train, t_test, classes: Sequence[str]
     def adabn(flip: bool):
         return lambda run: (lambda m, ds: train.predict_proba(
             adaptation.adabn(m, t_train, seed=run.seed), ds, tta=flip))
-    return {"zero_shot": scored(runs, target, t_test, classes, bootstrap),
-            "tta_flip": scored(runs, target, t_test, classes, bootstrap, "test_tta", tta),
-            "adabn": scored(runs, target, t_test, classes, bootstrap, "test_adabn", adabn(False)),
-            "adabn_tta_flip": scored(runs, target, t_test, classes, bootstrap, "test_adabn_tta",
-                                     adabn(True))}
+    how = {"zero_shot": None, "tta_flip": tta, "adabn": adabn(False), "adabn_tta_flip": adabn(True)}
+    return {v: scored(runs, target, t_test, classes, bootstrap, ADAPT_TAGS[v], how[v]) for v in how}
+
+
+ADAPT_TAGS = {"zero_shot": "test", "tta_flip": "test_tta", "adabn": "test_adabn",
+              "adabn_tta_flip": "test_adabn_tta"}  # record keys '<target>_<tag>'
+
+
+def fewshot_key(target: str, mode: str, k: int) -> str:
+    return f"{target}_fewshot_{mode}_k{k}"
+
+
+def adaptation_keys(target: str, ks: Sequence[int]) -> list[str]:
+    """The probability sets `adapted` and `few_shot` keep in a run's record for one target."""
+    return ([f"{target}_{t}" for t in ADAPT_TAGS.values()]
+            + [fewshot_key(target, m, k) for k in ks for m in adaptation.MODES])
 
 
 def few_shot(runs: Sequence, target: str, t_train, t_val, t_test, classes: Sequence[str],
@@ -106,7 +117,7 @@ def few_shot(runs: Sequence, target: str, t_train, t_val, t_test, classes: Seque
                 def tune(m, ds, k=k, mode=mode, seed=r.seed):
                     net = adaptation.few_shot(m, classes, t_train, t_val, k, mode, make_cfg(k, mode), seed)[0]
                     return train.predict_proba(net, ds)
-                p = store.extra_probs(r, f"{target}_fewshot_{mode}_k{k}", t_test, tune)
+                p = store.extra_probs(r, fewshot_key(target, mode, k), t_test, tune)
                 ev = domain.score_probs(p, shared, t_test, bootstrap, r.seed)
                 out.append({"seed": r.seed, "k": k, "mode": mode, "eval": ev})
     return out

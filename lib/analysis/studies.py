@@ -6,6 +6,8 @@ and the fit store, so a notebook cell is one call and a table.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -364,6 +366,25 @@ def loaded(arms: dict, splits) -> dict:
         print(f"no checkpoint here for {', '.join(absent)}: their figures need the model "
               "(retrain, or copy ckpt/ from the machine that trained them)")
     return out
+
+
+def reachable(runs: list, names, need_one: bool = False) -> list:
+    """The runs whose records keep every probability set in `names`, or whose model is here
+    to compute them; the others are named with the command that restores their weights (a
+    counted skip, not a failed re-render: a fit trained after the last render whose
+    checkpoint was lost has no such probabilities yet). need_one: none left is an error."""
+    keep = [r for r in runs if store.has_probs(r, names) or r.model is not None
+            or store.checkpoint_of(r.record) is not None]
+    if lost := [r for r in runs if r not in keep]:
+        stems = " ".join(Path(r.record).stem for r in lost)
+        if need_one and not keep:
+            raise FileNotFoundError(f"no fit has {', '.join(sorted(names))} in its record or its checkpoint "
+                                    f"here: `python -m lib.plan --dataset {Path(lost[0].record).parent.name} "
+                                    f"--rebuild {stems}` restores them")
+        print(f"left out {len(lost)} of {len(runs)} fits (seeds {', '.join(str(r.seed) for r in lost)}): "
+              f"their records lack {', '.join(sorted(names))} and their checkpoints are not here; "
+              f"`python -m lib.plan --dataset {Path(lost[0].record).parent.name} --rebuild {stems}` restores them")
+    return keep
 
 
 def _first_model(runs: list) -> tuple:

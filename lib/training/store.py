@@ -308,14 +308,29 @@ def spec_of(run: experiment.Run) -> FitSpec:
     return FitSpec(**meta_of(run.record)["spec"])
 
 
+def checkpoint_of(record: str | Path) -> Path | None:
+    """The weights of a stored fit on this machine: its checkpoint beside the record, else the
+    committed release published from it, else None (checkpoints are not committed)."""
+    rec = Path(record)
+    ckpt = checkpoint_dir(rec.parent.parent.name, rec.parent.name) / (rec.stem + ".pt")
+    if ckpt.exists():
+        return ckpt
+    rel = releases.of_record(rec)
+    return rel if rel is not None and rel.exists() else None
+
+
+def has_probs(run: experiment.Run, names) -> bool:
+    """Whether the run's record already keeps every probability set in `names`."""
+    with np.load(Path(run.record).with_suffix(".npz"), allow_pickle=False) as z:
+        return set(names) <= set(z.files)
+
+
 def model_of(run: experiment.Run):
     """The trained model of a run: in memory, or rebuilt from its checkpoint beside the record."""
     if run.model is not None:
         return run.model
     rec = Path(run.record)
-    ckpt = checkpoint_dir(rec.parent.parent.name, rec.parent.name) / (rec.stem + ".pt")
-    if not ckpt.exists():
-        ckpt = releases.of_record(rec) or ckpt
+    ckpt = checkpoint_of(rec) or checkpoint_dir(rec.parent.parent.name, rec.parent.name) / (rec.stem + ".pt")
     if not ckpt.exists():
         raise FileNotFoundError(f"{ckpt} is not here (checkpoints are not committed): copy it, "
                                 f"or `python -m lib.plan --dataset {rec.parent.name} --rebuild "
