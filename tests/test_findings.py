@@ -129,3 +129,16 @@ def test_cross_validation_reads_the_held_out_folds_only():
     assert "not above chance" not in line
     assert "not above chance" in findings.cv(folds, floor=0.35)[0]
     assert findings.cv([]) == [] and findings.cv(other) == []
+
+
+def test_silent_classes_name_the_classes_an_arm_gave_up_on():
+    def row(variant, seed, split, **f1):
+        return {"variant": variant, "seed": seed, "split": split, "macro_f1": 0.3,
+                **{f"f1_{k}": v for k, v in f1.items()}}
+    rows = [row("before", s, "test", fear=0.3, sad=0.4, happy=0.8) for s in (0, 1)]
+    rows += [row("after", s, "test", fear=0.0, sad=0.01, happy=0.8) for s in (0, 1)]
+    rows += [row("after", 0, "val", fear=0.5, sad=0.5, happy=0.8)]  # validation never counts
+    rows += [row("mixed", 0, "test", fear=0.0, sad=0.4, happy=0.8), row("mixed", 1, "test", fear=0.2, sad=0.4, happy=0.8)]
+    lines = findings.silent_classes(rows, target=["fear", "happy"])
+    assert lines == ["**after** scores test F1 below 0.02 on fear, sad in every seed (2 seeds); "
+                     "1 of them the targeted classes."]

@@ -226,6 +226,31 @@ def zero_classes(table: pd.DataFrame) -> list[str]:
             f"{r.ceiling:.3f} until they are learned." for r in table.itertuples()]
 
 
+SILENT = 0.02  # test F1 below which a class counts as (almost) never predicted right
+
+
+def silent_classes(rows, label: str = "variant", target: Iterable[str] = ()) -> list[str]:
+    """Per arm: the classes whose test F1 stays below SILENT in every seed, and how many of
+    them are in `target` (e.g. 04's targeted classes). A macro-F1 alone does not show that
+    an arm has given up on whole classes."""
+    df = results.frame(rows)
+    if df.empty:
+        return []
+    df = df[df["split"] == "test"]
+    cols = [c for c in df.columns if c.startswith("f1_") and df[c].notna().any()]
+    target, out = set(target), []
+    for arm, g in df.groupby(label, sort=False):
+        low = [c.removeprefix("f1_") for c in cols if g[c].notna().all() and (g[c] < SILENT).all()]
+        if not low:
+            continue
+        s = (f"**{arm}** scores test F1 below {SILENT} on {', '.join(low)} in every seed "
+             f"({len(g)} seed{'s' if len(g) != 1 else ''})")
+        if hit := [c for c in low if c in target]:
+            s += f"; {len(hit)} of them the targeted classes"
+        out.append(s + ".")
+    return out
+
+
 def beaten(table: pd.DataFrame) -> list[str]:
     """From overview.beaten: how many seed-study numbers ours beats beyond two standard
     errors, and the ones it does not."""
