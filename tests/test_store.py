@@ -165,3 +165,22 @@ def test_a_lost_checkpoint_is_rebuilt_and_checked_against_the_record(six):
     with pytest.raises(ValueError, match="differ from the record"):
         store.rebuild(spec(seed=3), six, "smoke")
     assert not ckpt.exists() and ckpt.with_suffix(".unmatched.pt").exists()
+
+
+def test_an_interrupted_rebuild_leaves_no_checkpoint_behind(six, monkeypatch):
+    # the best-so-far weights of a half-done rebuild must not pass for the record's model
+    run = store.fit(spec(seed=4), six, "smoke")
+    ckpt = store.checkpoint_dir("smoke", "six_emotions") / (store.Path(run.record).stem + ".pt")
+    ckpt.unlink()
+    real = store._train
+
+    def killed(spec_, data, path, profile):
+        real(spec_, data, path, profile)  # writes its checkpoint, as every epoch does
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "_train", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.rebuild(spec(seed=4), six, "smoke")
+    assert not ckpt.exists() and store.checkpoint_of(run.record) is None
+    monkeypatch.setattr(store, "_train", real)
+    assert store.rebuild(spec(seed=4), six, "smoke") <= store.REBUILD_ATOL and ckpt.exists()

@@ -251,17 +251,21 @@ def rebuild(spec: FitSpec, splits, profile: str) -> float:
         raise FileExistsError(f"{ckpt} is here already: nothing to rebuild")
     threads = torch.get_num_threads()
     torch.set_num_threads(int(meta.get("seconds", {}).get("threads", threads)))  # same sums
+    # trained beside the final path: an interrupted rebuild leaves no half-trained weights
+    # where model_of would take them for the record's model (and resumes from its own state)
+    tmp = ckpt.with_name(ckpt.stem + ".rebuild.pt")
     try:
-        model = _train(spec, data, ckpt, profile)[2]
+        model = _train(spec, data, tmp, profile)[2]
     finally:
         torch.set_num_threads(threads)
     diff = float(np.abs(train.predict_proba(model, data[1]) - probs["val"]).max())
     if diff > REBUILD_ATOL:
         aside = ckpt.with_suffix(".unmatched.pt")
-        ckpt.replace(aside)
+        tmp.replace(aside)
         raise ValueError(f"{rec.name}: the retrained model's val probabilities differ from the "
                          f"record's by {diff:.3g} (> {REBUILD_ATOL}); kept aside as {aside.name}. "
                          "Delete the record to retrain the fit for good")
+    tmp.replace(ckpt)
     return diff
 
 
