@@ -177,6 +177,15 @@ def source_of(spec: FitSpec, profile: str) -> tuple[dict, Path]:
     return meta, ckpt
 
 
+def host() -> dict:
+    """What the numbers of a fit depend on beyond its key: the kernels torch picks differ by
+    CPU instruction set (a fit trained on an AVX-512 machine is not reproduced bit for bit on
+    an AVX2 one), by GPU and by torch version."""
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "gpu": gpu}
+
+
 def _train(spec: FitSpec, data: tuple, ckpt: Path, profile: str) -> tuple[dict, dict, torch.nn.Module]:
     """Train `spec` (resuming from ckpt's state), predict val/test with and without flip-TTA."""
     train_ds, val_ds, test_ds = data
@@ -206,7 +215,8 @@ def _train(spec: FitSpec, data: tuple, ckpt: Path, profile: str) -> tuple[dict, 
             "params": models.count_params(model), "classes": list(train_ds.classes),
             "n": {s: len(d) for s, d in zip(("train", "val", "test"), data)},
             "seconds": {"fit_wall": t1 - t0, "predict": time.perf_counter() - t1,
-                        "threads": torch.get_num_threads()}}
+                        "threads": torch.get_num_threads()},
+            "host": host()}
     if source:
         meta["init_from"] = source
     train.resume_path(ckpt).unlink(missing_ok=True)  # the best checkpoint stays beside it
@@ -241,7 +251,8 @@ def rebuild(spec: FitSpec, splits, profile: str) -> float:
     path, leaving the record as it is, and return the largest difference between the new
     model's and the record's val probabilities. Over REBUILD_ATOL the model is not the one
     the record describes: it is kept aside as `<name>.unmatched.pt` and ValueError says so
-    (then delete the record to retrain it for good)."""
+    (then delete the record to retrain it for good). Only a machine with the same CPU
+    instruction set (and torch) reproduces a fit: the record's `host` says which."""
     rec, data, k = lookup(spec, splits, profile)
     ckpt = _files(profile, splits.dataset, spec, k)[2]
     if not rec.exists():
@@ -262,9 +273,12 @@ def rebuild(spec: FitSpec, splits, profile: str) -> float:
     if diff > REBUILD_ATOL:
         aside = ckpt.with_suffix(".unmatched.pt")
         tmp.replace(aside)
+        was, now = meta.get("host"), host()
+        where = (f" (trained on {was}, rebuilt on {now})" if was and was != now else
+                 "" if was else f" (the record predates host notes; rebuilt on {now})")
         raise ValueError(f"{rec.name}: the retrained model's val probabilities differ from the "
-                         f"record's by {diff:.3g} (> {REBUILD_ATOL}); kept aside as {aside.name}. "
-                         "Delete the record to retrain the fit for good")
+                         f"record's by {diff:.3g} (> {REBUILD_ATOL}){where}; kept aside as "
+                         f"{aside.name}. Delete the record to retrain the fit for good")
     tmp.replace(ckpt)
     return diff
 
