@@ -383,7 +383,9 @@ def reachable(runs: list, names, need_one: bool = False) -> list:
                                     f"--rebuild {stems}` restores them")
         print(f"left out {len(lost)} of {len(runs)} fits (seeds {', '.join(str(r.seed) for r in lost)}): "
               f"their records lack {', '.join(sorted(names))} and their checkpoints are not here; "
-              f"`python -m lib.plan --dataset {Path(lost[0].record).parent.name} --rebuild {stems}` restores them")
+              f"`python -m lib.plan --dataset {Path(lost[0].record).parent.name} --rebuild {stems}` restores them "
+              "on a machine like the one that trained them (a fit is reproduced only on the same CPU "
+              "instruction set); elsewhere, deleting a record retrains that fit anew")
     return keep
 
 
