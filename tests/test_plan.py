@@ -1,5 +1,6 @@
 """The compute plan: arms, native inputs, recipes, status and training what is missing."""
 import pytest
+import torch
 
 from lib import config
 from lib.training import plan, runner, store
@@ -78,6 +79,26 @@ def test_status_then_train_missing_then_nothing_left(fake_data_root):
     assert st.query("notebook == '01_baseline'")["stored"].all()
     assert not st.query("notebook == '03_capacity'")["stored"].any()
     assert runner.train_missing(SMOKE, ["six_emotions"], ["01"]) == 0
+
+
+def test_status_shows_a_part_trained_fit_and_what_is_left(fake_data_root):
+    # an interrupted fit resumes from its saved epoch: the listing says how far it got
+    from lib import data
+    from lib.training import store, train
+
+    st = runner.status(SMOKE, "six_emotions").query("notebook == '01_baseline'")
+    row = st.iloc[0]
+    spec = next(s for a in plan.arms_of(SMOKE, "six_emotions", "01_baseline") for s in a.specs
+                if s.seed == row["seed"] and a.name == row["arm"])
+    cap = spec.recipe["epochs"]
+    splits = data.load_splits("six_emotions", max_per_class=SMOKE.max_per_class, seed=SMOKE.seeds[0])
+    state = train.resume_path(store._files(SMOKE.name, "six_emotions", spec, row["key"])[2])
+    state.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 1}, state)
+    after = runner.status(SMOKE, "six_emotions").query("key == @row.key").iloc[0]  # any arm naming this fit
+    assert after["done"] == f"1/{cap}" and not after["stored"]
+    assert after["estimate_s"] == pytest.approx(row["estimate_s"] * (1 - 1 / cap))
+    assert store.epochs_done(spec, splits.dataset, row["key"], SMOKE.name) == 1
 
 
 def test_within_leaves_fits_that_would_end_too_late(fake_data_root, capsys):

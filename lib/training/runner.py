@@ -74,7 +74,8 @@ def estimate(spec, n_train: int, ips: dict) -> float:
 
 def status(P: config.Profile, dataset: str, derived: Derived | None = None,
            notes: list[str] | None = None) -> pd.DataFrame:
-    """One row per planned fit: notebook, arm, model, seed, input, stored?, estimated seconds."""
+    """One row per planned fit: notebook, arm, model, seed, input, stored?, epochs a part-trained
+    fit has behind it (its resume state), estimated seconds still to train."""
     from lib.training import store
 
     splits = _splits(P, dataset)
@@ -83,12 +84,14 @@ def status(P: config.Profile, dataset: str, derived: Derived | None = None,
     for a in planned(P, dataset, splits, derived, notes):
         for spec in a.specs:
             rec, data3, key = store.lookup(spec, splits, P.name)
-            est = estimate(spec, len(data3[0]), ips)
+            done = 0 if rec.exists() else store.epochs_done(spec, dataset, key, P.name)
+            cap = spec.recipe["epochs"]
+            est = estimate(spec, len(data3[0]), ips) * (1 - min(done, cap) / cap)
             rows.append({"dataset": dataset, "notebook": a.notebook, "arm": a.name,
                          "model": spec.model, "seed": spec.seed, "subset": spec.subset,
                          "input": f"{spec.img_size}px x{spec.channels}", "n_train": len(data3[0]),
-                         "stored": rec.exists(), "estimate_s": 0.0 if rec.exists() else est,
-                         "key": key})
+                         "stored": rec.exists(), "done": f"{done}/{cap}" if done else "",
+                         "estimate_s": 0.0 if rec.exists() else est, "key": key})
     return pd.DataFrame(rows)
 
 

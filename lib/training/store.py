@@ -119,6 +119,15 @@ def _files(profile: str, dataset: str, spec: FitSpec, k: str) -> tuple[Path, Pat
     return d / f"{stem}.json", d / f"{stem}.npz", checkpoint_dir(profile, dataset) / f"{stem}.pt"
 
 
+def epochs_done(spec: FitSpec, dataset: str, key: str, profile: str) -> int:
+    """Epochs an unfinished fit (`key` from `lookup`) has behind it: those of its resume state
+    beside the checkpoint, where an interrupted fit continues; else 0."""
+    state = train.resume_path(_files(profile, dataset, spec, key)[2])
+    if not state.exists():
+        return 0
+    return int(torch.load(state, map_location="cpu", weights_only=True)["epoch"])
+
+
 def _commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=config.ROOT,
