@@ -376,16 +376,15 @@ def reachable(runs: list, names, need_one: bool = False) -> list:
     keep = [r for r in runs if store.has_probs(r, names) or r.model is not None
             or store.checkpoint_of(r.record) is not None]
     if lost := [r for r in runs if r not in keep]:
-        stems = " ".join(Path(r.record).stem for r in lost)
+        cmd = (f"`python -m lib.plan --dataset {Path(lost[0].record).parent.name} --rebuild "
+               f"{' '.join(Path(r.record).stem for r in lost)}` restores them on a machine like the one "
+               "that trained them (a fit is reproduced only on the same CPU instruction set); "
+               "elsewhere, deleting a record retrains that fit anew")
         if need_one and not keep:
-            raise FileNotFoundError(f"no fit has {', '.join(sorted(names))} in its record or its checkpoint "
-                                    f"here: `python -m lib.plan --dataset {Path(lost[0].record).parent.name} "
-                                    f"--rebuild {stems}` restores them")
+            raise FileNotFoundError(f"no fit has {', '.join(sorted(names))} in its record or its "
+                                    f"checkpoint here: {cmd}")
         print(f"left out {len(lost)} of {len(runs)} fits (seeds {', '.join(str(r.seed) for r in lost)}): "
-              f"their records lack {', '.join(sorted(names))} and their checkpoints are not here; "
-              f"`python -m lib.plan --dataset {Path(lost[0].record).parent.name} --rebuild {stems}` restores them "
-              "on a machine like the one that trained them (a fit is reproduced only on the same CPU "
-              "instruction set); elsewhere, deleting a record retrains that fit anew")
+              f"their records lack {', '.join(sorted(names))} and their checkpoints are not here; {cmd}")
     return keep
 
 

@@ -335,12 +335,15 @@ def spec_of(run: experiment.Run) -> FitSpec:
     return FitSpec(**meta_of(run.record)["spec"])
 
 
+def _ckpt_path(rec: Path) -> Path:
+    return checkpoint_dir(rec.parent.parent.name, rec.parent.name) / (rec.stem + ".pt")
+
+
 def checkpoint_of(record: str | Path) -> Path | None:
     """The weights of a stored fit on this machine: its checkpoint beside the record, else the
     committed release published from it, else None (checkpoints are not committed)."""
     rec = Path(record)
-    ckpt = checkpoint_dir(rec.parent.parent.name, rec.parent.name) / (rec.stem + ".pt")
-    if ckpt.exists():
+    if (ckpt := _ckpt_path(rec)).exists():
         return ckpt
     rel = releases.of_record(rec)
     return rel if rel is not None and rel.exists() else None
@@ -357,9 +360,9 @@ def model_of(run: experiment.Run):
     if run.model is not None:
         return run.model
     rec = Path(run.record)
-    ckpt = checkpoint_of(rec) or checkpoint_dir(rec.parent.parent.name, rec.parent.name) / (rec.stem + ".pt")
-    if not ckpt.exists():
-        raise FileNotFoundError(f"{ckpt} is not here (checkpoints are not committed): copy it, "
+    ckpt = checkpoint_of(rec)
+    if ckpt is None:
+        raise FileNotFoundError(f"{_ckpt_path(rec)} is not here (checkpoints are not committed): copy it, "
                                 f"or `python -m lib.plan --dataset {rec.parent.name} --rebuild "
                                 f"{rec.stem}` retrains it and checks it against the record")
     run.model = models.load_checkpoint(ckpt, config.device())[0]
