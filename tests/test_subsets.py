@@ -64,3 +64,15 @@ def test_study_arms_and_the_remedy_chosen_once_stored(fake_data_root):
     assert plan.best_remedy(P, "six_emotions", imb) is None  # nothing stored yet
     runner.train_missing(P, ["six_emotions"], arm_names=[f"03.imbalance.{n}" for n in imb])
     assert plan.best_remedy(P, "six_emotions", imb) in set(imb) - {"plain_ce"}
+
+
+def test_a_remedy_a_seed_study_reported_gets_the_remaining_seeds(monkeypatch):
+    cpu = config.get_profile("cpu")
+    monkeypatch.setattr(plan, "best_remedy", lambda *a: "focal")
+    def seeded(ds):
+        return {a.name.split(".", 2)[2]: [s.seed for s in a.specs] for a in plan.study_arms(cpu, ds)
+                if a.name.startswith("03.imbalance_seeds.")}
+    rest = list(cpu.seeds[1:])
+    assert seeded("facial_expressions") == {"plain_ce": rest, "focal": rest, "augment_to_balance": rest}
+    assert seeded("six_emotions") == {"plain_ce": rest, "focal": rest}
+    assert set(plan.STUDY_REMEDIES["facial_expressions"]) <= set(plan.IMBALANCE)
