@@ -65,10 +65,32 @@ def test_every_stored_ensemble_member_is_a_planned_arm():
 
 
 def test_estimate_scales_a_measured_rate_by_pixels():
-    ips = {("mobilenet_v2", 112): 32.0}
+    ips = {("mobilenet_v2", 112, "{}"): 32.0}
     assert runner._rate(ips, "mobilenet_v2", 112) == 32.0
     assert runner._rate(ips, "mobilenet_v2", 224) == pytest.approx(8.0)
     assert runner._rate({}, "conv4net", 48) == plan.DEFAULT_IPS["conv4net"]
+
+
+def test_estimate_of_a_sweep_point_scales_by_its_compute():
+    ips = {("conv4net", 48, "{}"): 100.0}
+    # a quarter of the width: about a sixteenth of the multiply-adds, so ten times as fast or more
+    narrow = runner._rate(ips, "conv4net", 48, {"filters": 16}, chans=1)
+    assert narrow > 10 * 100.0
+    # 5x5 kernels: 25/9 of the conv work; dropout changes no work
+    assert runner._rate(ips, "conv4net", 48, {"kernel_size": 5}, 1) == pytest.approx(100 * 9 / 25, rel=0.05)
+    assert runner._rate(ips, "conv4net", 48, {"dropout": 0.5}, 1) == pytest.approx(100.0)
+    # a point's own measured rate wins over the scaled default
+    own = {**ips, ("conv4net", 48, runner._args({"filters": 16})): 300.0}
+    assert runner._rate(own, "conv4net", 48, {"filters": 16}, 1) == 300.0
+
+
+def test_count_macs_counts_conv_and_linear_work():
+    from torch import nn
+
+    from lib import models
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
+    assert models.count_macs(net, 8, 1) == 4 * 8 * 8 * 9 + 2 * 256
 
 
 def test_status_then_train_missing_then_nothing_left(fake_data_root):
@@ -225,7 +247,11 @@ def test_the_contributor_arm_is_declared_from_the_data():
 def test_measured_rates_prefer_one_thread_fits():
     import pandas as pd
 
-    recs = pd.DataFrame({"model": ["conv4net", "conv4net", "resnet18"], "img_size": [48, 48, 112],
-                         "threads": [1, 2, 2], "images_per_s": [64.0, 93.0, 40.0]})
-    assert runner.rates(recs) == {("conv4net", 48): 64.0, ("resnet18", 112): 40.0}
+    recs = pd.DataFrame({"model": ["conv4net", "conv4net", "resnet18", "conv4net"],
+                         "img_size": [48, 48, 112, 48], "threads": [1, 2, 2, 1],
+                         "model_kw": [{}, {}, {}, {"filters": 16}],
+                         "images_per_s": [64.0, 93.0, 40.0, 700.0]})
+    # a sweep point's rate is its own, and does not move its model's default rate
+    assert runner.rates(recs) == {("conv4net", 48, "{}"): 64.0, ("resnet18", 112, "{}"): 40.0,
+                                  ("conv4net", 48, '{"filters": 16}'): 700.0}
     assert runner.rates(recs.iloc[:0]) == {}

@@ -81,6 +81,32 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def count_macs(model: nn.Module, img_size: int, in_chans: int = 3) -> int:
+    """Multiply-accumulates of one forward pass on one `img_size` image in the conv and
+    linear layers (the bulk of a CNN's compute; parameters are not: Conv4Net's FC head
+    holds most of its weights and little of its work)."""
+    total = 0
+
+    def hook(m: nn.Module, _inp, out: torch.Tensor) -> None:
+        nonlocal total
+        per_out = m.in_features if isinstance(m, nn.Linear) else \
+            m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        total += out.numel() * per_out
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, img_size, img_size))
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return total
+
+
 def _cfg(model: nn.Module, size: int, mean=HALF, std=HALF) -> nn.Module:
     model.fer_cfg = dict(size=int(size), mean=tuple(mean), std=tuple(std))
     return model

@@ -12,6 +12,8 @@ others are named and left for the next run.
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import os
 import sys
 import time
@@ -62,14 +64,18 @@ def rates(records: pd.DataFrame) -> dict:
     """measured_rates from a store.records table."""
     if records.empty:
         return {}
-    by = lambda df: df.groupby(["model", "img_size"])["images_per_s"].median().to_dict()  # noqa: E731
+    kw = records["model_kw"].map(_args) if "model_kw" in records else _args({})
+    records = records.assign(model_kw=kw)
+    by = lambda df: df.groupby(["model", "img_size", "model_kw"])[  # noqa: E731
+        "images_per_s"].median().to_dict()
     return {**by(records), **by(records[records["threads"] == 1])}
 
 
 def estimate(spec, n_train: int, ips: dict) -> float:
     """Seconds to train `spec` on n_train images for its whole epoch cap (early stopping
     only shortens it) at the measured one-thread rate."""
-    return n_train * spec.recipe["epochs"] / _rate(ips, spec.model, spec.img_size)
+    rate = _rate(ips, spec.model, spec.img_size, spec.model_kw, spec.channels)
+    return n_train * spec.recipe["epochs"] / rate
 
 
 def status(P: config.Profile, dataset: str, derived: Derived | None = None,
@@ -95,16 +101,37 @@ def status(P: config.Profile, dataset: str, derived: Derived | None = None,
     return pd.DataFrame(rows)
 
 
-def _rate(ips: dict, model: str, size: int) -> float:
-    """Training images/s of `model` at `size`: measured, else scaled from the model's measured
-    rate at the nearest size by the pixel count, else DEFAULT_IPS (measured at 48/64/112 px)."""
-    if (model, size) in ips:
-        return ips[(model, size)]
-    sizes = [s for m, s in ips if m == model]
-    if sizes:
-        near = min(sizes, key=lambda s: abs(s - size))
-        return ips[(model, near)] * (near / size) ** 2
-    return DEFAULT_IPS.get(model, 30.0)
+def _rate(ips: dict, model: str, size: int, kw: dict | None = None, chans: int = 3) -> float:
+    """Training images/s of `model` built with arguments `kw` at `size`: measured, else from
+    the model's nearest measured point (the nearest size; there, these arguments first, then
+    its defaults), scaled by the pixel count where the arguments are the same and by the
+    ratio of multiply-adds where they differ (a sweep point at a quarter of the width trains
+    about ten times faster; for a narrow net that overstates the speed, since per-step
+    overhead does not shrink with it: 2.4x at 16 filters); else DEFAULT_IPS (measured at
+    48/64/112 px)."""
+    args, default = _args(kw or {}), _args({})
+    if (model, size, args) in ips:
+        return ips[(model, size, args)]
+    near = [(s, a) for m, s, a in ips if m == model]
+    if not near:
+        return DEFAULT_IPS.get(model, 30.0)
+    s, a = min(near, key=lambda sa: (abs(sa[0] - size), sa[1] != args, sa[1] != default))
+    if a == args:
+        return ips[(model, s, a)] * (s / size) ** 2
+    return ips[(model, s, a)] * _macs(model, a, s, chans) / _macs(model, args, size, chans)
+
+
+def _args(kw: dict) -> str:
+    """A model's arguments as one hashable key."""
+    return json.dumps(kw, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _macs(model: str, args: str, size: int, chans: int) -> int:
+    from lib import models
+
+    net = models.create(model, num_classes=7, in_chans=chans, img_size=size, **json.loads(args))
+    return models.count_macs(net, size, chans)
 
 
 def _claim(lock: Path) -> bool:

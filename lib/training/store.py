@@ -408,6 +408,7 @@ def records(profile: str, dataset: str | None = None) -> pd.DataFrame:
         out.append({"dataset": meta["dataset"], "model": meta["spec"]["model"],
                     "seed": meta["spec"]["seed"], "subset": meta["spec"]["subset"],
                     "img_size": meta["spec"]["img_size"], "key": meta["key"],
+                    "model_kw": meta["spec"].get("model_kw", {}),
                     "augment": meta["spec"]["recipe"].get("augment", "none"),
                     "epochs": a["epochs_run"], "best_epoch": a["best_epoch"],
                     "best_val_macro_f1": a["best_val_macro_f1"],
